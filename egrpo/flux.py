@@ -1,0 +1,231 @@
+"""The FLUX backbone: loads any diffusers Flux-format directory and exposes v_theta(x, sigma, c).
+
+FLUX.1-dev from a local path and the tiny pipelines of `egrpo.tiny_flux` go through the same code.
+Latents live in FLUX's packed token space [B, N, 4*C] (2x2 patches) throughout sampling and
+training; `unpack`/`decode` turn them into images only at the end.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .schedule import quantized_timestep
+
+FLUX_DEV_HINT = (
+    "FLUX.1-dev is gated on the Hugging Face hub: accept its licence, then on a machine with network "
+    "access run `huggingface-cli download black-forest-labs/FLUX.1-dev --local-dir DIR` and point "
+    "`model.path` at DIR"
+)
+
+# component folder -> files that must exist in it (any one of each tuple)
+_REQUIRED = {
+    "transformer": (("config.json",), ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.bin")),
+    "vae": (("config.json",), ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")),
+    "text_encoder": (("config.json",), ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")),
+    "text_encoder_2": (("config.json",), ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")),
+    "tokenizer": (("tokenizer.json", "vocab.json"),),
+    "tokenizer_2": (("tokenizer.json", "spiece.model"),),
+    "scheduler": (("scheduler_config.json",),),
+}
+
+# LoRA targets: attention projections of both stream types and the single blocks' MLP (as the
+# DanceGRPO/flow_grpo FLUX LoRA configs do).
+DEFAULT_LORA_TARGETS = (
+    "to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
+    "proj_mlp", "proj_out",
+)
+
+
+class WeightsMissingError(FileNotFoundError):
+    """A weight directory is absent or incomplete; the message names the path and the missing part."""
+
+
+def check_flux_dir(path: str | Path, hint: str = FLUX_DEV_HINT) -> Path:
+    """Raise WeightsMissingError naming every missing part of a Flux-format directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise WeightsMissingError(f"Flux weight directory {path} does not exist. {hint}")
+    missing = [] if (path / "model_index.json").is_file() else ["model_index.json"]
+    for folder, groups in _REQUIRED.items():
+        for names in groups:
+            if not any((path / folder / n).is_file() for n in names):
+                missing.append(f"{folder}/{' or '.join(names)}")
+    if missing:
+        raise WeightsMissingError(f"Flux weight directory {path} is incomplete; missing: {', '.join(missing)}. {hint}")
+    return path
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """'auto' = bf16 on CUDA, fp32 elsewhere."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+            "fp16": torch.float16, "float16": torch.float16}[dtype]
+
+
+@dataclass(frozen=True)
+class PromptEmbeds:
+    """FLUX conditioning: T5 sequence [B, L, D], CLIP pooled [B, P], text position ids [L, 3]."""
+
+    prompt: torch.Tensor
+    pooled: torch.Tensor
+    text_ids: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.prompt.shape[0]
+
+    def select(self, index: torch.Tensor | Sequence[int]) -> "PromptEmbeds":
+        """Rows `index` (e.g. repeat one prompt G times with [k]*G)."""
+        index = torch.as_tensor(index, device=self.prompt.device)
+        return PromptEmbeds(self.prompt[index], self.pooled[index], self.text_ids)
+
+    def to(self, device) -> "PromptEmbeds":
+        return PromptEmbeds(self.prompt.to(device), self.pooled.to(device), self.text_ids.to(device))
+
+
+class FluxBackbone:
+    """diffusers' FluxPipeline components behind four calls: encode, velocity, decode, parameters.
+
+    The transformer is kept in fp32 when trained (master weights) and run under bf16 autocast on
+    GPU; frozen parts (VAE, text encoders) are stored in `dtype`.
+    """
+
+    def __init__(self, pipe, *, device: str | torch.device = "cpu", dtype: str | torch.dtype = "auto",
+                 guidance: float = 3.5, max_sequence_length: int = 512):
+        self.pipe = pipe
+        self.device = torch.device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.guidance = guidance
+        self.max_sequence_length = min(max_sequence_length, pipe.tokenizer_2.model_max_length)
+        for name in ("vae", "text_encoder", "text_encoder_2", "transformer"):
+            module = getattr(pipe, name)
+            module.requires_grad_(False).eval()
+            if module.dtype != self.dtype:
+                module.to(dtype=self.dtype)
+            module.to(self.device)
+        self._img_ids: dict[tuple[int, int], torch.Tensor] = {}
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device="cpu", dtype="auto", guidance=3.5,
+                        max_sequence_length=512, hint: str = FLUX_DEV_HINT) -> "FluxBackbone":
+        """Load a diffusers Flux-format directory (FLUX.1-dev or a tiny one) with diffusers' classes."""
+        from diffusers import FluxPipeline
+
+        path = check_flux_dir(path, hint)
+        with open(path / "model_index.json") as f:
+            if json.load(f).get("_class_name") not in ("FluxPipeline", None):
+                raise WeightsMissingError(f"{path}/model_index.json does not describe a FluxPipeline. {hint}")
+        pipe = FluxPipeline.from_pretrained(path, dtype=resolve_dtype(dtype, torch.device(device)))
+        pipe.set_progress_bar_config(disable=True)
+        return cls(pipe, device=device, dtype=dtype, guidance=guidance, max_sequence_length=max_sequence_length)
+
+    # ---- components -------------------------------------------------------------------------
+    @property
+    def transformer(self) -> torch.nn.Module:
+        return self.pipe.transformer
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return self.pipe.vae_scale_factor
+
+    @property
+    def latent_channels(self) -> int:
+        return self.pipe.vae.config.latent_channels
+
+    # ---- text -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_prompts(self, prompts: Sequence[str]) -> PromptEmbeds:
+        """Encode once (T5 sequence + CLIP pooled) with FluxPipeline's own encode_prompt."""
+        prompt, pooled, text_ids = self.pipe.encode_prompt(
+            list(prompts), prompt_2=None, device=self.device, max_sequence_length=self.max_sequence_length
+        )
+        return PromptEmbeds(prompt, pooled, text_ids)
+
+    # ---- latents ----------------------------------------------------------------------------
+    def latent_grid(self, height: int, width: int) -> tuple[int, int]:
+        """Unpacked latent (h, w) for an image size, as FluxPipeline.prepare_latents computes it."""
+        s = self.vae_scale_factor * 2
+        if height % s or width % s:
+            raise ValueError(f"height and width must be multiples of {s}, got {height}x{width}")
+        return 2 * (height // s), 2 * (width // s)
+
+    def packed_shape(self, height: int, width: int) -> tuple[int, int]:
+        """(tokens, channels) of packed latents for an image size."""
+        h, w = self.latent_grid(height, width)
+        return (h // 2) * (w // 2), 4 * self.latent_channels
+
+    def pack(self, latents: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = latents.shape
+        return self.pipe._pack_latents(latents, b, c, h, w)
+
+    def unpack(self, packed: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        return self.pipe._unpack_latents(packed, height, width, self.vae_scale_factor)
+
+    def img_ids(self, height: int, width: int) -> torch.Tensor:
+        key = (height, width)
+        if key not in self._img_ids:
+            h, w = self.latent_grid(height, width)
+            self._img_ids[key] = self.pipe._prepare_latent_image_ids(1, h // 2, w // 2, self.device, self.dtype)
+        return self._img_ids[key]
+
+    # ---- the network ------------------------------------------------------------------------
+    def velocity(self, x: torch.Tensor, sigma: torch.Tensor | float, embeds: PromptEmbeds,
+                 height: int, width: int) -> torch.Tensor:
+        """v_theta(x, sigma, c) in fp32 for packed latents x [B, N, 4C]; embeds has B rows or 1."""
+        b = x.shape[0]
+        sigma = torch.as_tensor(sigma, dtype=torch.float32)
+        t = quantized_timestep(sigma).to(self.device).expand(b)  # int(sigma*1000)/1000, as the references
+        guidance = (torch.full((b,), self.guidance, device=self.device)
+                    if self.transformer.config.guidance_embeds else None)
+        prompt, pooled = embeds.prompt, embeds.pooled
+        if prompt.shape[0] != b:
+            prompt, pooled = prompt.expand(b, -1, -1), pooled.expand(b, -1)
+        param_dtype = next(self.transformer.parameters()).dtype
+        autocast = self.device.type == "cuda" and self.dtype != torch.float32
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
+            out = self.transformer(
+                hidden_states=x.to(param_dtype), timestep=t.to(param_dtype), guidance=guidance,
+                pooled_projections=pooled.to(param_dtype), encoder_hidden_states=prompt.to(param_dtype),
+                txt_ids=embeds.text_ids, img_ids=self.img_ids(height, width), return_dict=False,
+            )[0]
+        return out.float()
+
+    @torch.no_grad()
+    def decode(self, packed: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Packed latents -> images [B, 3, H, W] in [0, 1] (fp32)."""
+        vae = self.pipe.vae
+        latents = self.unpack(packed.to(self.dtype), height, width)
+        latents = latents / vae.config.scaling_factor + vae.config.shift_factor
+        images = vae.decode(latents, return_dict=False)[0]
+        return (images.float() / 2 + 0.5).clamp(0, 1)
+
+    # ---- training switches ------------------------------------------------------------------
+    def enable_training(self, *, lora_rank: int | None = None, lora_alpha: float | None = None,
+                        lora_targets: Sequence[str] = DEFAULT_LORA_TARGETS, gradient_checkpointing: bool = False):
+        """Make the transformer trainable: full fine-tuning in fp32 master weights, or a peft LoRA."""
+        tr = self.transformer
+        if tr.dtype != torch.float32:
+            tr.to(dtype=torch.float32)
+        if lora_rank:
+            from peft import LoraConfig
+
+            tr.add_adapter(LoraConfig(r=lora_rank, lora_alpha=lora_alpha or lora_rank,
+                                      init_lora_weights="gaussian", target_modules=list(lora_targets)))
+            for name, p in tr.named_parameters():
+                p.requires_grad_("lora_" in name)
+        else:
+            tr.requires_grad_(True)
+        if gradient_checkpointing:
+            tr.enable_gradient_checkpointing()
+        tr.train()
+        return self
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.transformer.parameters() if p.requires_grad]

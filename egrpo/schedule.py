@@ -1,0 +1,28 @@
+"""Sampling schedules: sigma runs from 1 (pure noise) to 0 (image)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def time_shift(t: torch.Tensor, shift: float) -> torch.Tensor:
+    """SD3/FLUX time shift sigma = s*t / (1 + (s-1)*t); s = 3 in every GRPO reference config."""
+    return shift * t / (1.0 + (shift - 1.0) * t)
+
+
+def shifted_sigmas(num_steps: int, shift: float) -> torch.Tensor:
+    """The T+1 sigmas of a T-step schedule, t_k = 1 - k/T shifted by `shift` (float64 -> fp32).
+
+    Steps are addressed by integer index k; sigmas[0] == 1 and sigmas[T] == 0 exactly.
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if shift <= 0:
+        raise ValueError(f"shift must be > 0, got {shift}")
+    t = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64)
+    return time_shift(t, shift).to(torch.float32)
+
+
+def quantized_timestep(sigma: torch.Tensor) -> torch.Tensor:
+    """FLUX's conditioning timestep int(sigma*1000)/1000, as DanceGRPO/MixGRPO feed the transformer."""
+    return torch.floor(sigma.double() * 1000.0).div(1000.0).to(torch.float32)

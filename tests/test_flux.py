@@ -1,0 +1,92 @@
+import shutil
+
+import pytest
+import torch
+
+from egrpo.flux import FluxBackbone, WeightsMissingError, check_flux_dir
+
+
+def test_round_trip_loads_real_classes(backbone):
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from transformers import CLIPTextModel, T5EncoderModel
+
+    assert isinstance(backbone.transformer, FluxTransformer2DModel)
+    assert isinstance(backbone.pipe.vae, AutoencoderKL)
+    assert isinstance(backbone.pipe.text_encoder, CLIPTextModel)
+    assert isinstance(backbone.pipe.text_encoder_2, T5EncoderModel)
+    assert backbone.dtype == torch.float32  # 'auto' on CPU
+
+
+def test_saved_weights_equal_built_weights(tiny_flux_dir, backbone):
+    from egrpo.tiny_flux import TinyFluxSpec, build_tiny_flux
+
+    built = build_tiny_flux(TinyFluxSpec())
+    for (n, a), (_, b) in zip(built.transformer.state_dict().items(), backbone.transformer.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=n)
+
+
+def test_encode_pack_velocity_decode_shapes(backbone):
+    e = backbone.encode_prompts(["a red circle", "two blue squares on the left"])
+    assert e.prompt.shape[:2] == (2, 16) and e.pooled.shape == (2, 32)
+    n, c = backbone.packed_shape(64, 64)
+    assert (n, c) == (64, 32)  # 64 px / 4 (VAE) / 2 (packing) = 8x8 tokens of 4*8 channels
+    x = torch.randn(2, n, c)
+    torch.testing.assert_close(backbone.pack(backbone.unpack(x, 64, 64)), x)
+    v = backbone.velocity(x, 0.8, e, 64, 64)
+    assert v.shape == x.shape and v.dtype == torch.float32
+    img = backbone.decode(x, 64, 64)
+    assert img.shape == (2, 3, 64, 64) and img.min() >= 0 and img.max() <= 1
+
+
+def test_prompt_and_guidance_change_velocity(backbone):
+    e = backbone.encode_prompts(["a red circle", "a blue square"])
+    x = torch.randn(1, *backbone.packed_shape(64, 64)).expand(2, -1, -1)
+    v = backbone.velocity(x, 0.5, e, 64, 64)
+    assert not torch.allclose(v[0], v[1])
+    g0 = backbone.guidance
+    try:
+        backbone.guidance = 1.0
+        v2 = backbone.velocity(x, 0.5, e, 64, 64)
+    finally:
+        backbone.guidance = g0
+    assert not torch.allclose(v, v2)
+
+
+def test_velocity_uses_quantised_timestep(backbone):
+    e = backbone.encode_prompts(["a cat"])
+    x = torch.randn(1, *backbone.packed_shape(64, 64))
+    torch.testing.assert_close(backbone.velocity(x, 0.8004, e, 64, 64), backbone.velocity(x, 0.8009, e, 64, 64))
+
+
+def test_lora_and_full_trainable_parameters(tiny_flux_dir):
+    full = FluxBackbone.from_pretrained(tiny_flux_dir).enable_training()
+    n_full = sum(p.numel() for p in full.trainable_parameters())
+    assert n_full == sum(p.numel() for p in full.transformer.parameters())
+    lora = FluxBackbone.from_pretrained(tiny_flux_dir).enable_training(lora_rank=4, gradient_checkpointing=True)
+    params = lora.trainable_parameters()
+    assert 0 < sum(p.numel() for p in params) < n_full
+    assert lora.transformer.is_gradient_checkpointing
+    # gradients flow into the LoRA weights only
+    e = lora.encode_prompts(["a cat"])
+    x = torch.randn(2, *lora.packed_shape(64, 64))
+    lora.velocity(x, 0.5, e, 64, 64).square().mean().backward()
+    assert all(p.grad is not None for p in params)
+    assert all(p.grad is None for p in lora.transformer.parameters() if not p.requires_grad)
+
+
+def test_missing_directory_error_names_path(tmp_path):
+    with pytest.raises(WeightsMissingError, match=str(tmp_path / "nope")) as err:
+        FluxBackbone.from_pretrained(tmp_path / "nope")
+    assert "model.path" in str(err.value)
+
+
+def test_incomplete_directory_names_missing_parts(tiny_flux_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_flux_dir, broken)
+    (broken / "transformer" / "diffusion_pytorch_model.safetensors").unlink()
+    shutil.rmtree(broken / "tokenizer_2")
+    with pytest.raises(WeightsMissingError) as err:
+        check_flux_dir(broken)
+    msg = str(err.value)
+    assert "transformer/diffusion_pytorch_model.safetensors" in msg and "tokenizer_2/" in msg
+    assert "vae" not in msg.split("missing:")[1].split(".")[0]
