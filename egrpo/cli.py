@@ -22,6 +22,18 @@ def _entropy(args) -> None:
     df.to_csv(args.out, index=False, float_format="%.6g")
 
 
+def _train(args) -> None:
+    """Train one method with one seed: `egrpo train --config FILE --method M --seed N --out DIR`."""
+    from .config import load_config
+    from .trainer import Trainer
+
+    cfg = load_config(args.config, args.method, args.seed, args.set)
+    trainer = Trainer(cfg, args.out, progress=not args.no_progress)
+    final = trainer.train()
+    if trainer.rank == 0:
+        print(f"trained weights: {final}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="egrpo", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -34,12 +46,29 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--reading", default="entropy_power", choices=["entropy_power", "entropy_power_squared"])
     e.add_argument("--out", required=True)
     e.set_defaults(func=_entropy)
+
+    from .config import METHODS
+
+    t = sub.add_parser("train", help=_train.__doc__)
+    t.add_argument("--config", required=True)
+    t.add_argument("--method", required=True, choices=METHODS)
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--out", required=True)
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=_train)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .errors import ConfigError, TrainingError, WeightsMissingError
+
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except (ConfigError, WeightsMissingError, TrainingError) as e:  # user-facing: one clear line, no traceback
+        print(f"egrpo: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

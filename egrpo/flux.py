@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+from .errors import WeightsMissingError
 from .schedule import quantized_timestep
 
 FLUX_DEV_HINT = (
@@ -39,10 +40,6 @@ DEFAULT_LORA_TARGETS = (
     "to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
     "proj_mlp", "proj_out",
 )
-
-
-class WeightsMissingError(FileNotFoundError):
-    """A weight directory is absent or incomplete; the message names the path and the missing part."""
 
 
 def check_flux_dir(path: str | Path, hint: str = FLUX_DEV_HINT) -> Path:
@@ -111,6 +108,7 @@ class FluxBackbone:
                 module.to(dtype=self.dtype)
             module.to(self.device)
         self._img_ids: dict[tuple[int, int], torch.Tensor] = {}
+        self.passes = 0  # transformer passes, counted per sample row (the compute accounting)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device="cpu", dtype="auto", guidance=3.5,
@@ -177,9 +175,13 @@ class FluxBackbone:
 
     # ---- the network ------------------------------------------------------------------------
     def velocity(self, x: torch.Tensor, sigma: torch.Tensor | float, embeds: PromptEmbeds,
-                 height: int, width: int) -> torch.Tensor:
-        """v_theta(x, sigma, c) in fp32 for packed latents x [B, N, 4C]; embeds has B rows or 1."""
+                 height: int, width: int, module: torch.nn.Module | None = None) -> torch.Tensor:
+        """v_theta(x, sigma, c) in fp32 for packed latents x [B, N, 4C]; embeds has B rows or 1.
+
+        `module` runs the forward instead of the bare transformer (its DDP/FSDP-wrapped self).
+        """
         b = x.shape[0]
+        self.passes += b
         sigma = torch.as_tensor(sigma, dtype=torch.float32)
         t = quantized_timestep(sigma).to(self.device).expand(b)  # int(sigma*1000)/1000, as the references
         guidance = (torch.full((b,), self.guidance, device=self.device)
@@ -187,10 +189,10 @@ class FluxBackbone:
         prompt, pooled = embeds.prompt, embeds.pooled
         if prompt.shape[0] != b:
             prompt, pooled = prompt.expand(b, -1, -1), pooled.expand(b, -1)
-        param_dtype = next(self.transformer.parameters()).dtype
+        param_dtype = self.transformer.dtype
         autocast = self.device.type == "cuda" and self.dtype != torch.float32
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
-            out = self.transformer(
+            out = (module or self.transformer)(
                 hidden_states=x.to(param_dtype), timestep=t.to(param_dtype), guidance=guidance,
                 pooled_projections=pooled.to(param_dtype), encoder_hidden_states=prompt.to(param_dtype),
                 txt_ids=embeds.text_ids, img_ids=self.img_ids(height, width), return_dict=False,

@@ -12,23 +12,29 @@ from typing import Mapping, Sequence
 
 import torch
 
+from .dpm_solver import dpm_solver_2m_step
 from .flux import FluxBackbone, PromptEmbeds
 from .sde import Rule, sde_step
 from .seeding import randn_rows
 
+DPM2 = "dpm_solver_2m"  # deterministic multistep rule (MixGRPO-Flash's ODE tail)
+
 
 @dataclass(frozen=True)
 class Transition:
-    """sigmas[i] -> sigmas[j] under `rule` with noise level `eta` (j > i + 1: a merged step)."""
+    """sigmas[i] -> sigmas[j] under `rule` with noise level `eta` (j > i + 1: a merged step).
+
+    rule is an `sde_step` rule, or DPM2 for a deterministic DPM-Solver++(2M) step.
+    """
 
     i: int
     j: int
-    rule: Rule = "ode"
+    rule: str = "ode"
     eta: float = 0.0
 
     @property
     def stochastic(self) -> bool:
-        return self.rule != "ode" and self.eta > 0
+        return self.rule not in ("ode", DPM2) and self.eta > 0
 
 
 @dataclass(frozen=True)
@@ -105,16 +111,25 @@ def sample(
         raise ValueError("transitions must be contiguous")
     x = x.float()
     latents, log_probs = [x], []
+    history = None  # (sigma, x0_hat) of the previous DPM-Solver step
     for tr in transitions:
         v = backbone.velocity(x, sigmas[tr.i], embeds, height, width)
-        noise = None
-        if tr.stochastic:
-            if generators is None or len(generators) != x.shape[0]:
-                raise ValueError("a stochastic transition needs one generator per batch row")
-            noise = randn_rows(tuple(x.shape[1:]), list(generators), device=x.device)
-        step = sde_step(x, v, sigmas, tr.i, tr.j, rule=tr.rule, eta=tr.eta, noise=noise)
-        x = step.prev_sample
-        log_probs.append(step.log_prob)
+        if tr.rule == DPM2:
+            s, s_next = float(sigmas[tr.i]), float(sigmas[tr.j])
+            x0 = x - s * v
+            x = dpm_solver_2m_step(x, x0, history and history[1], history and history[0], s, s_next)
+            history = (s, x0)
+            log_probs.append(torch.zeros(x.shape[0], device=x.device))
+        else:
+            history = None
+            noise = None
+            if tr.stochastic:
+                if generators is None or len(generators) != x.shape[0]:
+                    raise ValueError("a stochastic transition needs one generator per batch row")
+                noise = randn_rows(tuple(x.shape[1:]), list(generators), device=x.device)
+            step = sde_step(x, v, sigmas, tr.i, tr.j, rule=tr.rule, eta=tr.eta, noise=noise)
+            x = step.prev_sample
+            log_probs.append(step.log_prob)
         if keep_latents:
             latents.append(x)
     if not keep_latents:

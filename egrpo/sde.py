@@ -30,37 +30,53 @@ class StepResult:
     std: torch.Tensor
 
 
-def flow_grpo_std_t(sigmas: torch.Tensor, i: int, eta: float) -> torch.Tensor:
+Index = int | torch.Tensor  # a step index, or one per batch row (LongTensor [B])
+
+
+def _at(sigmas: torch.Tensor, k: Index, ndim: int) -> torch.Tensor:
+    """sigmas[k] in fp64: a 0-dim tensor for an int, [B, 1, ...] (broadcastable to x) for a row index."""
+    s = sigmas.double()[k]
+    return s if s.ndim == 0 else s.view(-1, *([1] * (ndim - 1)))
+
+
+def flow_grpo_std_t(sigmas: torch.Tensor, i: Index, eta: float, ndim: int = 1) -> torch.Tensor:
     """Flow-GRPO's noise scale a*sqrt(sigma/(1-sigma)); at sigma == 1 the denominator uses sigmas[1]."""
-    sigma = sigmas[i].double()
-    denom_sigma = sigmas[1].double() if float(sigma) >= 1.0 else sigma
+    sigma = _at(sigmas, i, ndim)
+    denom_sigma = torch.where(sigma >= 1.0, sigmas[1].double(), sigma)
     return eta * torch.sqrt(sigma / (1.0 - denom_sigma))
 
 
-def transition_std(sigmas: torch.Tensor, i: int, j: int, *, rule: Rule, eta: float) -> torch.Tensor:
-    """Per-dimension std of the transition sigma_i -> sigma_j (0-dim fp64 tensor); 0 for the ODE."""
+def transition_std(sigmas: torch.Tensor, i: Index, j: Index, *, rule: Rule, eta: float,
+                   ndim: int = 1) -> torch.Tensor:
+    """Per-dimension std of the transition sigma_i -> sigma_j (fp64); 0 for the ODE.
+
+    0-dim for int indices; [B, 1, ...] with `ndim` dims for per-row index tensors.
+    """
     _check(sigmas, i, j, rule, eta)
-    neg_dt = (sigmas[i] - sigmas[j]).double()
+    neg_dt = _at(sigmas, i, ndim) - _at(sigmas, j, ndim)
     if rule == "ode" or eta == 0:
-        return torch.zeros((), dtype=torch.float64)
+        return torch.zeros_like(neg_dt)
     if rule == "flow_grpo":
-        return flow_grpo_std_t(sigmas, i, eta) * torch.sqrt(neg_dt)
+        return flow_grpo_std_t(sigmas, i, eta, ndim) * torch.sqrt(neg_dt)
     return eta * torch.sqrt(neg_dt)  # dance_grpo: constant noise level
 
 
 def transition_mean(
-    x: torch.Tensor, v: torch.Tensor, sigmas: torch.Tensor, i: int, j: int, *, rule: Rule, eta: float
+    x: torch.Tensor, v: torch.Tensor, sigmas: torch.Tensor, i: Index, j: Index, *, rule: Rule, eta: float
 ) -> torch.Tensor:
     """Mean of x' given x and velocity v (fp32). Formulas: ../shared/reference/algorithms.md."""
     x, v = x.float(), v.float()
-    sigma = float(sigmas[i])
-    dt = float(sigmas[j]) - sigma  # < 0
+    sigma = _at(sigmas, i, x.ndim)
+    dt = (_at(sigmas, j, x.ndim) - sigma).float()  # < 0
     if rule == "ode" or eta == 0:
         return x + dt * v
     if rule == "flow_grpo":
-        std_t2 = float(flow_grpo_std_t(sigmas, i, eta)) ** 2
-        return x * (1.0 + std_t2 / (2.0 * sigma) * dt) + v * (1.0 + std_t2 * (1.0 - sigma) / (2.0 * sigma)) * dt
+        std_t2 = flow_grpo_std_t(sigmas, i, eta, x.ndim) ** 2
+        a = (1.0 + std_t2 / (2.0 * sigma) * dt).float()
+        b = (1.0 + std_t2 * (1.0 - sigma) / (2.0 * sigma)).float()
+        return x * a + v * b * dt
     # dance_grpo: Euler-Maruyama with the score of the flow, score = -(x - (1-sigma) x0_hat) / sigma^2
+    sigma = sigma.float()
     x0_hat = x - sigma * v
     score = -(x - (1.0 - sigma) * x0_hat) / sigma**2
     return x + dt * (v - 0.5 * eta**2 * score)
@@ -84,8 +100,8 @@ def sde_step(
     x: torch.Tensor,
     v: torch.Tensor,
     sigmas: torch.Tensor,
-    i: int,
-    j: int | None = None,
+    i: Index,
+    j: Index | None = None,
     *,
     rule: Rule,
     eta: float,
@@ -94,7 +110,7 @@ def sde_step(
     generator: torch.Generator | None = None,
     reduce: Literal["mean", "sum"] = "mean",
 ) -> StepResult:
-    """One transition sigmas[i] -> sigmas[j] (j defaults to i+1).
+    """One transition sigmas[i] -> sigmas[j] (j defaults to i+1; i, j may be per-row LongTensors).
 
     Samples x' = mean + std * eps (eps = `noise`, or drawn from `generator`) unless `prev_sample`
     is given, in which case that sample is scored. For the ODE rule (or eta == 0) the transition
@@ -104,9 +120,9 @@ def sde_step(
     j = i + 1 if j is None else j
     _check(sigmas, i, j, rule, eta)
     mean = transition_mean(x, v, sigmas, i, j, rule=rule, eta=eta)
-    std = transition_std(sigmas, i, j, rule=rule, eta=eta).to(torch.float32)
+    std = transition_std(sigmas, i, j, rule=rule, eta=eta, ndim=x.ndim).to(torch.float32)
     batch = x.shape[0]
-    if float(std) == 0.0:
+    if rule == "ode" or eta == 0:
         out = mean if prev_sample is None else prev_sample.float()
         return StepResult(out, torch.zeros(batch, dtype=torch.float32, device=x.device), mean, std)
     if prev_sample is None:
@@ -117,10 +133,11 @@ def sde_step(
     return StepResult(prev_sample.float(), log_prob, mean, std)
 
 
-def _check(sigmas: torch.Tensor, i: int, j: int, rule: str, eta: float) -> None:
+def _check(sigmas: torch.Tensor, i: Index, j: Index, rule: str, eta: float) -> None:
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
-    if not 0 <= i < j < len(sigmas):
+    ti, tj = torch.as_tensor(i), torch.as_tensor(j)
+    if not (bool((0 <= ti).all()) and bool((ti < tj).all()) and bool((tj < len(sigmas)).all())):
         raise ValueError(f"need 0 <= i < j <= {len(sigmas) - 1}, got i={i}, j={j}")

@@ -21,3 +21,21 @@ def backbone(tiny_flux_dir):
     from egrpo.flux import FluxBackbone
 
     return FluxBackbone.from_pretrained(tiny_flux_dir)
+
+
+def tiny_run_config(model_dir, method: str, **sections) -> dict:
+    """A raw config for the tiny model: 32x32 images, 8 steps, groups of 4, two prompts an iteration."""
+    raw = {
+        "name": "test",
+        "model": {"path": str(model_dir), "height": 32, "width": 32, "max_sequence_length": 16},
+        "train": {"prompts": ["a red circle", "a blue square", "a green star", "a cat"], "iterations": 4,
+                  "prompts_per_iteration": 2, "checkpoint_every": 2},
+        "optim": {"lr": 3e-2},
+        "rewards": {"names": ["brightness"]},
+        "method": {"num_steps": 8, "group_size": 4},
+    }
+    if method == "egrpo":
+        raw["method"].update(active="first4", granularities=[1])
+    for k, v in sections.items():
+        raw[k] = {**raw.get(k, {}), **v} if isinstance(v, dict) else v
+    return raw

@@ -115,3 +115,15 @@ def test_sum_reduction_and_bad_arguments():
         sde_step(x, v, SIGMAS, 3, 3, rule="ode", eta=0.0)
     with pytest.raises(ValueError, match="j=17"):
         sde_step(x, v, SIGMAS, 15, 17, rule="ode", eta=0.0)
+
+
+@pytest.mark.parametrize("rule,eta", [("flow_grpo", 0.7), ("dance_grpo", 0.3)])
+def test_per_row_indices_match_scalar_steps(rule, eta):
+    x, v = _xv(shape=(3, 8, 4))
+    i, j = torch.tensor([0, 4, 9]), torch.tensor([1, 7, 10])
+    eps = torch.randn_like(x)
+    rows = sde_step(x, v, SIGMAS, i, j, rule=rule, eta=eta, noise=eps)
+    for k in range(3):
+        one = sde_step(x[k:k + 1], v[k:k + 1], SIGMAS, int(i[k]), int(j[k]), rule=rule, eta=eta, noise=eps[k:k + 1])
+        torch.testing.assert_close(rows.prev_sample[k:k + 1], one.prev_sample)
+        torch.testing.assert_close(rows.log_prob[k:k + 1], one.log_prob)

@@ -1,0 +1,39 @@
+import subprocess
+import sys
+
+import yaml
+
+from conftest import tiny_run_config
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "egrpo", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_train_cli_writes_log_checkpoint_and_weights(tiny_flux_dir, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_run_config(tiny_flux_dir, "egrpo", train={"iterations": 1})))
+    r = _cli("train", "--config", str(cfg), "--method", "egrpo", "--seed", "3", "--out", str(tmp_path / "o"),
+             "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "o" / "final" / "trainable.safetensors").is_file()
+    assert (tmp_path / "o" / "checkpoints" / "last.pt").is_file()
+    assert '"seed": 3' in (tmp_path / "o" / "config.json").read_text()
+
+
+def test_config_errors_are_one_line_naming_the_key(tiny_flux_dir, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_run_config(tiny_flux_dir, "egrpo")))
+    for override, key in [("method.tua=2", "method.tua"), ("optim.lr=fast", "optim.lr"),
+                          ("method.tau=-1", "method.tau"), ("train.iterations=0", "train.iterations")]:
+        r = _cli("train", "--config", str(cfg), "--method", "egrpo", "--out", str(tmp_path / "x"), "--set", override)
+        assert r.returncode == 2
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and key in lines[0], r.stderr
+
+
+def test_missing_weights_error_names_path(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_run_config(tmp_path / "no_such_model", "dancegrpo")))
+    r = _cli("train", "--config", str(cfg), "--method", "dancegrpo", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "no_such_model" in r.stderr and "does not exist" in r.stderr
