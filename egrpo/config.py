@@ -64,6 +64,7 @@ class TrainConfig(_Strict):
     prompts: str | list[str] = Field(description="text file (one prompt a line) or an inline list")
     checkpoint_every: int = Field(25, ge=1)
     micro_batch: int = Field(12, ge=1, description="distinct latents per training forward")
+    sample_batch: int | None = Field(None, ge=1, description="max rows per sampling forward (None: no cap)")
     parallel: Literal["ddp", "fsdp"] = "ddp"
 
 

@@ -13,7 +13,7 @@ import torch
 
 from .flux import FluxBackbone, PromptEmbeds
 from .plans import IterationPlan, Rollout
-from .sampler import initial_noise, sample
+from .sampler import Lane, initial_noise, run_lanes
 from .seeding import generator
 
 
@@ -49,34 +49,53 @@ class TrainUnit:
 
 
 @torch.no_grad()
-def sample_prompt(backbone: FluxBackbone, plan: IterationPlan, embeds: PromptEmbeds, seed_key: tuple,
-                  prompt_id: int, group_size: int, height: int, width: int) -> list[GroupSample]:
-    """Sample every rollout of `plan` for one prompt (embeds: one row)."""
-    anchor = None
+def sample_iteration(backbone: FluxBackbone, plan: IterationPlan, prompts: list[tuple[int, PromptEmbeds]],
+                     seed_key: tuple, group_size: int, height: int, width: int,
+                     max_batch: int | None = None) -> list[GroupSample]:
+    """Sample every rollout of `plan` for each (prompt id, one-row embeds), all prompts in lockstep:
+    anchors first, then every group's head, then every tail, each phase batched by `run_lanes`."""
+    def rollout_sigmas(r: Rollout) -> torch.Tensor:
+        return plan.sigmas if r.sigmas is None else r.sigmas
+
+    anchors: dict[int, dict[int, torch.Tensor]] = {}
     if plan.anchor is not None:
-        g = [generator(*seed_key, prompt_id, "anchor")]
-        traj = sample(backbone, embeds, plan.sigmas, plan.anchor, initial_noise(backbone, g, height, width), None,
-                      height=height, width=width, decode=False)
-        anchor = {t.i: x for t, x in zip(plan.anchor, traj.latents)}
-    out = []
-    for r in plan.rollouts:
-        sigmas = plan.sigmas if r.sigmas is None else r.sigmas
-        gens = [generator(*seed_key, prompt_id, r.key, row) for row in range(group_size)]
-        if r.source == "anchor":
-            if anchor is None or r.start not in anchor:
-                raise ValueError(f"rollout {r.key} starts from anchor step {r.start}, which the anchor does not visit")
-            x = anchor[r.start].expand(group_size, -1, -1)
-        elif r.source == "shared_noise":
-            x = initial_noise(backbone, [generator(*seed_key, prompt_id, "shared")], height, width).expand(group_size, -1, -1)
-        else:
-            x = initial_noise(backbone, gens, height, width)
-        head = sample(backbone, embeds, sigmas, r.head, x, gens, height=height, width=width, decode=not r.tails)
-        images = [head.images] if not r.tails else [
-            sample(backbone, embeds, sigmas, tail, head.final(), None, height=height, width=width,
-                   keep_latents=False).images
-            for tail in r.tails
-        ]
-        out.append(GroupSample(r, sigmas, prompt_id, embeds, head.latents, head.log_probs, images))
+        lanes = [Lane(e, plan.sigmas, plan.anchor,
+                      initial_noise(backbone, [generator(*seed_key, pid, "anchor")], height, width))
+                 for pid, e in prompts]
+        run_lanes(backbone, lanes, height=height, width=width, max_batch=max_batch)
+        anchors = {pid: {t.i: x for t, x in zip(plan.anchor, lane.latents)} for (pid, _), lane in zip(prompts, lanes)}
+
+    heads = []
+    for pid, e in prompts:
+        for r in plan.rollouts:
+            gens = [generator(*seed_key, pid, r.key, row) for row in range(group_size)]
+            if r.source == "anchor":
+                if r.start not in anchors.get(pid, {}):
+                    raise ValueError(f"rollout {r.key} starts from anchor step {r.start}, which the anchor does not visit")
+                x = anchors[pid][r.start].expand(group_size, -1, -1)
+            elif r.source == "shared_noise":
+                x = initial_noise(backbone, [generator(*seed_key, pid, "shared")], height, width).expand(group_size, -1, -1)
+            else:
+                x = initial_noise(backbone, gens, height, width)
+            heads.append((pid, e, r, Lane(e, rollout_sigmas(r), r.head, x, gens)))
+    run_lanes(backbone, [lane for *_, lane in heads], height=height, width=width, max_batch=max_batch)
+
+    tails = [[Lane(e, rollout_sigmas(r), tail, lane.x, keep_latents=False) for tail in r.tails]
+             for pid, e, r, lane in heads]
+    run_lanes(backbone, [t for ts in tails for t in ts], height=height, width=width, max_batch=max_batch)
+
+    finals = [[lane.x] if not r.tails else [t.x for t in ts] for (_, _, r, lane), ts in zip(heads, tails)]
+    flat = torch.cat([x for fs in finals for x in fs])
+    step = max_batch or len(flat)
+    images = torch.cat([backbone.decode(flat[k:k + step], height, width) for k in range(0, len(flat), step)])
+    out, pos = [], 0
+    for (pid, e, r, lane), fs in zip(heads, finals):
+        imgs = []
+        for _ in fs:
+            imgs.append(images[pos:pos + group_size])
+            pos += group_size
+        traj = lane.trajectory()
+        out.append(GroupSample(r, rollout_sigmas(r), pid, e, traj.latents, traj.log_probs, imgs))
     return out
 
 

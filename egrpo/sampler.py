@@ -88,6 +88,98 @@ class Trajectory:
         return self.latents[-1]
 
 
+class Lane:
+    """One batch of rows walking the same transitions (one prompt's group, an anchor, a tail).
+
+    Lanes are advanced together by `run_lanes`; the finished lane holds its Trajectory.
+    """
+
+    def __init__(self, embeds: PromptEmbeds, sigmas: torch.Tensor, transitions: Sequence[Transition],
+                 x: torch.Tensor, generators: Sequence[torch.Generator] | None = None, *, keep_latents: bool = True):
+        transitions = tuple(transitions)
+        if any(a.j != b.i for a, b in zip(transitions, transitions[1:])):
+            raise ValueError("transitions must be contiguous")
+        rows = x.shape[0]
+        if any(t.stochastic for t in transitions) and (generators is None or len(generators) != rows):
+            raise ValueError("a stochastic transition needs one generator per batch row")
+        self.embeds = embeds if len(embeds) == rows else embeds.select([0] * rows)
+        self.sigmas, self.transitions, self.generators = sigmas, transitions, generators
+        self.keep_latents = keep_latents
+        self.x = x.float()
+        self.latents, self.log_probs = [self.x], []
+        self.pos = 0
+        self.history = None  # (sigma, x0_hat) of the previous DPM-Solver step
+
+    @property
+    def done(self) -> bool:
+        return self.pos == len(self.transitions)
+
+    @property
+    def next_i(self) -> int:
+        return self.transitions[self.pos].i
+
+    def advance(self, v: torch.Tensor) -> None:
+        """Take the next transition given the velocity at the current x."""
+        tr, x, sigmas = self.transitions[self.pos], self.x, self.sigmas
+        if tr.rule == DPM2:
+            s, s_next = float(sigmas[tr.i]), float(sigmas[tr.j])
+            x0 = x - s * v
+            h = self.history
+            x = dpm_solver_2m_step(x, x0, h and h[1], h and h[0], s, s_next)
+            self.history = (s, x0)
+            self.log_probs.append(torch.zeros(x.shape[0], device=x.device))
+        else:
+            self.history = None
+            noise = randn_rows(tuple(x.shape[1:]), list(self.generators), device=x.device) if tr.stochastic else None
+            step = sde_step(x, v, sigmas, tr.i, tr.j, rule=tr.rule, eta=tr.eta, noise=noise)
+            x = step.prev_sample
+            self.log_probs.append(step.log_prob)
+        self.x = x
+        self.pos += 1
+        if self.keep_latents or self.done:
+            self.latents.append(x)
+
+    def trajectory(self, images: torch.Tensor | None = None) -> Trajectory:
+        lp = torch.stack(self.log_probs, dim=1) if self.log_probs else torch.zeros(self.x.shape[0], 0)
+        return Trajectory(self.transitions, self.latents, lp, images)
+
+
+@torch.no_grad()
+def run_lanes(backbone: FluxBackbone, lanes: Sequence[Lane], *, height: int, width: int,
+              max_batch: int | None = None) -> int:
+    """Advance all lanes to their ends in lockstep: each round batches every lane whose next
+    transition starts at the smallest pending step index into one forward pass (rows at different
+    sigmas are fine: the timestep is per row), chunked to `max_batch` rows. Returns the number of
+    forward calls. A row's result does not depend on which lanes it was batched with (up to float
+    summation order in the matmuls)."""
+    calls = 0
+    while True:
+        pending = [lane for lane in lanes if not lane.done]
+        if not pending:
+            return calls
+        k = min(lane.next_i for lane in pending)
+        ready = [lane for lane in pending if lane.next_i == k]
+        chunks, cur, size = [], [], 0
+        for lane in ready:  # greedy chunks of whole lanes, at most max_batch rows when possible
+            rows = lane.x.shape[0]
+            if cur and max_batch and size + rows > max_batch:
+                chunks.append(cur)
+                cur, size = [], 0
+            cur.append(lane)
+            size += rows
+        chunks.append(cur)
+        for chunk in chunks:
+            x = torch.cat([lane.x for lane in chunk])
+            sigma = torch.cat([lane.sigmas[k].expand(lane.x.shape[0]) for lane in chunk])
+            e = chunk[0].embeds if len(chunk) == 1 else PromptEmbeds(
+                torch.cat([lane.embeds.prompt for lane in chunk]), torch.cat([lane.embeds.pooled for lane in chunk]),
+                chunk[0].embeds.text_ids)
+            v = backbone.velocity(x, sigma, e, height, width)
+            calls += 1
+            for lane, v_lane in zip(chunk, v.split([lane.x.shape[0] for lane in chunk])):
+                lane.advance(v_lane)
+
+
 @torch.no_grad()
 def sample(
     backbone: FluxBackbone,
@@ -107,36 +199,9 @@ def sample(
     Noise for each stochastic transition is drawn per row from `generators` (one per row, in order),
     so a row's trajectory does not depend on the batch it is sampled in.
     """
-    if transitions and any(a.j != b.i for a, b in zip(transitions, transitions[1:])):
-        raise ValueError("transitions must be contiguous")
-    x = x.float()
-    latents, log_probs = [x], []
-    history = None  # (sigma, x0_hat) of the previous DPM-Solver step
-    for tr in transitions:
-        v = backbone.velocity(x, sigmas[tr.i], embeds, height, width)
-        if tr.rule == DPM2:
-            s, s_next = float(sigmas[tr.i]), float(sigmas[tr.j])
-            x0 = x - s * v
-            x = dpm_solver_2m_step(x, x0, history and history[1], history and history[0], s, s_next)
-            history = (s, x0)
-            log_probs.append(torch.zeros(x.shape[0], device=x.device))
-        else:
-            history = None
-            noise = None
-            if tr.stochastic:
-                if generators is None or len(generators) != x.shape[0]:
-                    raise ValueError("a stochastic transition needs one generator per batch row")
-                noise = randn_rows(tuple(x.shape[1:]), list(generators), device=x.device)
-            step = sde_step(x, v, sigmas, tr.i, tr.j, rule=tr.rule, eta=tr.eta, noise=noise)
-            x = step.prev_sample
-            log_probs.append(step.log_prob)
-        if keep_latents:
-            latents.append(x)
-    if not keep_latents:
-        latents.append(x)
-    lp = torch.stack(log_probs, dim=1) if log_probs else torch.zeros(x.shape[0], 0)
-    images = backbone.decode(x, height, width) if decode else None
-    return Trajectory(tuple(transitions), latents, lp, images)
+    lane = Lane(embeds, sigmas, transitions, x, generators, keep_latents=keep_latents)
+    run_lanes(backbone, [lane], height=height, width=width)
+    return lane.trajectory(backbone.decode(lane.x, height, width) if decode else None)
 
 
 def initial_noise(backbone: FluxBackbone, generators: Sequence[torch.Generator], height: int, width: int) -> torch.Tensor:

@@ -26,7 +26,7 @@ from .methods import build_plan
 from .objectives import clipped_ratio_loss, combine_advantages, granularity_advantages
 from .prompts import load_prompts
 from .rewards import build_reward, score
-from .rollout import sample_prompt, train_units
+from .rollout import sample_iteration, train_units
 from .sde import sde_step
 from .seeding import generator
 
@@ -99,8 +99,8 @@ class Trainer:
 
         # ---- sample
         plan = self.plan.for_iteration(it)
-        groups = [grp for pid in self.prompt_ids(it)
-                  for grp in sample_prompt(bb, plan, self.embeds(pid), key, pid, g, h, w)]
+        prompts = [(pid, self.embeds(pid)) for pid in self.prompt_ids(it)]
+        groups = sample_iteration(bb, plan, prompts, key, g, h, w, cfg.train.sample_batch)
         t1, p1 = time.perf_counter(), bb.passes
 
         # ---- score: every image of this rank in one call per reward
