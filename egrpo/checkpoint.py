@@ -42,13 +42,19 @@ def load_trainable_state(module, optimizer, model_sd: dict, optim_sd: dict | Non
 
 
 def export_trained(out_dir: Path, model_sd: dict, base_path: str, lora: dict | None) -> Path:
-    """Write final/trainable.safetensors + final/meta.json (base model path, LoRA spec or null)."""
+    """Write final/trainable.safetensors, a copy of log.jsonl and provenance.json, and final/meta.json
+    (base model path, LoRA spec or null) last, so meta.json marks a complete export."""
+    import shutil
+
     from safetensors.torch import save_file
 
     final = Path(out_dir) / "final"
     final.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model_sd.items()}, str(final / "trainable.safetensors.tmp"))
     os.replace(final / "trainable.safetensors.tmp", final / "trainable.safetensors")
+    for name in ("log.jsonl", "provenance.json"):
+        if (Path(out_dir) / name).is_file():
+            shutil.copyfile(Path(out_dir) / name, final / name)
     (final / "meta.json").write_text(json.dumps({"base": base_path, "lora": lora}, indent=2))
     return final
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _entropy(args) -> None:
@@ -27,11 +28,82 @@ def _train(args) -> None:
     from .config import load_config
     from .trainer import Trainer
 
-    cfg = load_config(args.config, args.method, args.seed, args.set)
+    cfg = load_config(args.config, args.method, args.seed, args.set, section=args.section)
     trainer = Trainer(cfg, args.out, progress=not args.no_progress)
     final = trainer.train()
     if trainer.rank == 0:
         print(f"trained weights: {final}")
+
+
+def _world_build(args) -> None:
+    """Write the shapes world: train/test prompt sets (`datasets` on disk) and the fidelity critic."""
+    from .world.build import build_world
+
+    build_world(args.out, seed=args.seed, critic_steps=args.critic_steps)
+
+
+def _world_pretrain(args) -> None:
+    """Pretrain the world's base model (tiny FLUX architecture) into a Flux-format directory."""
+    from .world.pretrain import PretrainConfig, pretrain
+
+    pretrain(args.out, PretrainConfig(vae_steps=args.vae_steps, flow_steps=args.flow_steps, seed=args.seed,
+                                      n_images=args.images))
+
+
+def _evaluate(args) -> None:
+    """Sample the test prompts with per-prompt seeds and score every metric (per-image CSV)."""
+    import json as _json
+
+    from . import distributed as dist
+    from .checkpoint import load_trained
+    from .evaluate import EvalSpec, evaluate
+    from .flux import FluxBackbone
+    from .prompts import load_prompts
+    from .rewards import build_reward
+
+    spec = EvalSpec(**_json.loads(args.sampler))
+    device = dist.local_device(args.device)
+    rank, world = dist.init_from_env(device)
+    if args.run:
+        backbone = load_trained(Path(args.run) / "final", device=device, max_sequence_length=args.max_sequence_length)
+    else:
+        backbone = FluxBackbone.from_pretrained(args.model, device=device, max_sequence_length=args.max_sequence_length)
+    prompts = load_prompts(args.prompts)
+    if args.limit:
+        prompts = prompts[: args.limit]
+    metrics = {label: build_reward(m["reward"], m.get("options"), device) for label, m in _json.loads(args.metrics).items()}
+    df = evaluate(backbone, prompts, metrics, spec, rank=rank, world=world, image_dir=args.images)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out if world == 1 else out.with_suffix(f".rank{rank}.csv")
+    df.to_csv(part, index=False)
+    if world > 1:
+        dist.barrier()
+        if rank == 0:
+            import pandas as pd
+
+            parts = [out.with_suffix(f".rank{r}.csv") for r in range(world)]
+            pd.concat(map(pd.read_csv, parts)).sort_values("prompt_index").to_csv(out, index=False)
+            for p in parts:
+                p.unlink()
+
+
+def _variance(args) -> None:
+    """Reward std over G branches of a one-step SDE at each step, unmerged and merged (Fig. 1a)."""
+    import json as _json
+
+    from .flux import FluxBackbone
+    from .prompts import load_prompts
+    from .rewards import build_reward
+    from .variance import reward_spread
+
+    metric = _json.loads(args.metric)
+    bb = FluxBackbone.from_pretrained(args.model, max_sequence_length=args.max_sequence_length)
+    prompts = load_prompts(args.prompts)[: args.limit]
+    df = reward_spread(bb, prompts, build_reward(metric["reward"], metric.get("options")), num_steps=args.steps,
+                       tau=args.tau, group_size=args.group_size, height=args.height, width=args.width)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(args.out, index=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +128,50 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True)
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--section", default=None, help="read the run config from this top-level key of FILE")
     t.set_defaults(func=_train)
+
+    w = sub.add_parser("world", help="the embedded default world").add_subparsers(dest="world_command", required=True)
+    wb = w.add_parser("build", help=_world_build.__doc__)
+    wb.add_argument("--out", required=True)
+    wb.add_argument("--seed", type=int, default=0)
+    wb.add_argument("--critic-steps", type=int, default=300)
+    wb.set_defaults(func=_world_build)
+    wp = w.add_parser("pretrain", help=_world_pretrain.__doc__)
+    wp.add_argument("--out", required=True)
+    wp.add_argument("--vae-steps", type=int, default=1200)
+    wp.add_argument("--flow-steps", type=int, default=1000)
+    wp.add_argument("--images", type=int, default=4000)
+    wp.add_argument("--seed", type=int, default=0)
+    wp.set_defaults(func=_world_pretrain)
+
+    ev = sub.add_parser("evaluate", help=_evaluate.__doc__)
+    src = ev.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="a Flux-format directory (the base model)")
+    src.add_argument("--run", help="a training run directory (uses RUN/final)")
+    ev.add_argument("--prompts", required=True)
+    ev.add_argument("--limit", type=int, default=None, help="first N prompts only")
+    ev.add_argument("--metrics", required=True, help='JSON: {"label": {"reward": NAME, "options": {...}}}')
+    ev.add_argument("--sampler", default="{}", help="JSON of EvalSpec fields (sampler, num_steps, height, ...)")
+    ev.add_argument("--max-sequence-length", type=int, default=512)
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--images", default=None, help="also write one PNG per prompt here")
+    ev.add_argument("--out", required=True, help="per-image CSV")
+    ev.set_defaults(func=_evaluate)
+
+    va = sub.add_parser("variance", help=_variance.__doc__)
+    va.add_argument("--model", required=True)
+    va.add_argument("--prompts", required=True)
+    va.add_argument("--limit", type=int, default=8)
+    va.add_argument("--metric", required=True, help='JSON: {"reward": NAME, "options": {...}}')
+    va.add_argument("--steps", type=int, default=16)
+    va.add_argument("--tau", type=float, default=2.2)
+    va.add_argument("--group-size", type=int, default=16)
+    va.add_argument("--height", type=int, default=32)
+    va.add_argument("--width", type=int, default=32)
+    va.add_argument("--max-sequence-length", type=int, default=512)
+    va.add_argument("--out", required=True)
+    va.set_defaults(func=_variance)
     return p
 
 

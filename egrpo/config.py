@@ -189,10 +189,17 @@ def resolve(raw: dict, method: str, seed: int | None = None, overrides: list[str
         raise ConfigError(f"config error: {loc}: {msg}{got}") from None
 
 
-def load_config(path: str | Path, method: str, seed: int | None = None, overrides: list[str] | None = None) -> Config:
+def load_config(path: str | Path, method: str, seed: int | None = None, overrides: list[str] | None = None,
+                section: str | None = None) -> Config:
+    """Load a run config from a YAML file (or from its top-level key `section`, e.g. the Snakemake
+    config's `training` block)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     with open(path) as f:
         raw = yaml.safe_load(f) or {}
+    if section is not None:
+        if section not in raw:
+            raise ConfigError(f"{section}: section missing from {path}")
+        raw = raw[section]
     return resolve(raw, method, seed, overrides, base_dir=path.parent)

@@ -198,8 +198,11 @@ class Trainer:
 
         self.out.mkdir(parents=True, exist_ok=True)
         start = self.resume()
+        if start and self.rank == 0:
+            print(f"resuming from the checkpoint at iteration {start} ({self.ckpt_path})", flush=True)
         if self.rank == 0:
             (self.out / "config.json").write_text(json.dumps(self.cfg.model_dump(mode="json"), indent=2))
+            (self.out / "provenance.json").write_text(json.dumps(provenance(self.cfg, self.device, self.world), indent=2))
         writer = _tensorboard(self.out) if self.rank == 0 else None
         total = self.cfg.train.iterations
         bar = tqdm(range(start, total), initial=start, total=total, disable=not self.progress,
@@ -224,6 +227,29 @@ class Trainer:
             final = export_trained(self.out, model_sd, m.path, lora)
         dist.barrier()
         return final
+
+
+def provenance(cfg: Config, device: torch.device, world: int) -> dict:
+    """What produced a run: git commit, config hash, package versions, device, seeds."""
+    import importlib.metadata as md
+    import platform
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                cwd=Path(__file__).parent).stdout.strip() or None
+    except OSError:
+        commit = None
+    versions = {}
+    for pkg in ("torch", "diffusers", "transformers", "peft", "egrpo"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return {"git_commit": commit, "config_hash": cfg.digest(), "versions": versions, "python": platform.python_version(),
+            "device": f"{device.type}: {name}", "processes": world, "seed": cfg.seed, "method": cfg.method.name,
+            "seed_key": [cfg.name, cfg.method.name, cfg.seed]}
 
 
 def _tensorboard(out: Path):

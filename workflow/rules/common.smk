@@ -1,0 +1,153 @@
+import json
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+# rules run `python -m egrpo` from this checkout, installed or not
+shell.prefix(f"export PYTHONPATH='{workflow.basedir}':$PYTHONPATH; ")
+sys.path.insert(0, workflow.basedir)
+
+from egrpo.config import ConfigError, resolve  # noqa: E402
+
+WORLD = "world" in config
+SEEDS = [str(s) for s in config["seeds"]]
+ABL = config["ablations"]
+if ABL["setting"] not in config["settings"]:
+    raise ValueError(f"config error: ablations.setting: {ABL['setting']!r} is not one of settings {list(config['settings'])}")
+
+
+def variant_overrides(variant):
+    """--set overrides of an E-GRPO ablation variant (main = the config as written)."""
+    if variant == "main":
+        return []
+    if variant.startswith("tau"):
+        return [f"method.tau={variant[3:]}"]
+    if variant.startswith("fixed"):
+        return [f"method.fixed_merge={variant[5:]}"]
+    return [f"method.active={variant[len('active_'):]}"]
+
+
+def setting_overrides(setting):
+    s = config["settings"][setting]
+    out = [f"rewards.names={json.dumps(s['names'])}"]
+    if "weights" in s:
+        out.append(f"rewards.weights={json.dumps(s['weights'])}")
+    if "aggregation" in s:
+        out.append(f"rewards.aggregation={s['aggregation']}")
+    return out
+
+
+VARIANTS = (
+    [f"tau{t:g}" for t in ABL.get("tau", [])]
+    + [f"fixed{l}" for l in ABL.get("fixed_merge", [])]
+    + [f"active_{a}" for a in ABL.get("active", []) if a != "first8"]
+)
+RUNS = [(s, m, "main", seed) for s in config["settings"] for m in config["methods"] for seed in SEEDS] + [
+    (ABL["setting"], "egrpo", v, seed) for v in VARIANTS for seed in SEEDS
+]
+
+# a config error is reported here, before any job starts, naming the key
+for _s, _m, _v, _seed in {(s, m, v, SEEDS[0]) for s, m, v, _ in RUNS}:
+    try:
+        resolve(config["training"], _m, int(_seed), setting_overrides(_s) + variant_overrides(_v))
+    except ConfigError as e:
+        raise ValueError(f"training.{str(e).removeprefix('config error: ')} (method {_m}, setting {_s}, variant {_v})") from None
+
+
+localrules:
+    all,
+    run_config,
+    qualitative_prompts,
+
+
+wildcard_constraints:
+    setting="|".join(config["settings"]),
+    method="egrpo|dancegrpo|mixgrpo|mixgrpo_flash|flowgrpo",
+    variant="|".join(["main", *VARIANTS]),
+    seed=r"\d+",
+
+
+RUN_FINAL = "results/runs/{setting}/{method}/{variant}/seed{seed}/final"
+RUN_META = "results/runs/{setting}/{method}/{variant}/seed{seed}/final/meta.json"
+RUN_WEIGHTS = "results/runs/{setting}/{method}/{variant}/seed{seed}/final/trainable.safetensors"
+RUN_LOG = "results/runs/{setting}/{method}/{variant}/seed{seed}/final/log.jsonl"
+EVAL_CSV = "results/eval/{setting}/{method}/{variant}/seed{seed}.csv"
+EVAL_IMAGES = "results/eval/{setting}/{method}/{variant}/seed{seed}_images"
+
+
+def model_inputs():
+    """The base model directory when the DAG builds it (default world); nothing for FLUX.1-dev."""
+    return [config["model_path"]] if WORLD else []
+
+
+def prompt_inputs(split):
+    return [config["prompts"][split]] if WORLD else []
+
+
+def metric_inputs():
+    """Files the metrics read that the DAG itself writes (the world's critic)."""
+    paths = [v for m in config["metrics"].values() for v in m.get("options", {}).values() if isinstance(v, str)]
+    return [p for p in paths if p.startswith("results/")] if WORLD else []
+
+
+def expand_runs(pattern, runs=None):
+    return [pattern.format(setting=s, method=m, variant=v, seed=seed) for s, m, v, seed in (runs or RUNS)]
+
+
+def run_dir(wildcards, output):
+    """results/runs/{setting}/{method}/{variant}/seed{seed}: the training run's directory."""
+    return str(Path(output.final).parent.parent)
+
+
+def run_of(wildcards, input):
+    return str(Path(input.final).parent.parent)
+
+
+def model_dir(wildcards, input):
+    return input.model[0] if WORLD else config["model_path"]
+
+
+def test_prompts(wildcards, input):
+    return input.prompts[0] if WORLD else config["prompts"]["test"]
+
+
+def train_launcher():
+    n = config.get("train_gpus", 1)
+    return f"torchrun --nproc-per-node {n}" if n > 1 else "python"
+
+
+def train_overrides(wildcards):
+    sets = [f"model.path={config['model_path']}", f"train.prompts={config['prompts']['train']}"]
+    sets += setting_overrides(wildcards.setting) + variant_overrides(wildcards.variant)
+    return " ".join(f"--set '{o}'" for o in sets)
+
+
+def evaluate_args():
+    e = config["eval"]
+    args = f"--sampler '{json.dumps(e['sampler'])}' --metrics '{json.dumps(config['metrics'])}'"
+    if "max_sequence_length" in e:
+        args += f" --max-sequence-length {e['max_sequence_length']}"
+    if config["prompts"].get("test_limit"):
+        args += f" --limit {config['prompts']['test_limit']}"
+    return args
+
+
+MAIN_FIRST_SEED = [r for r in RUNS if r[2] == "main" and r[3] == SEEDS[0]]
+
+
+def final_outputs():
+    return [
+        f"results/tables/table1_{s}.md" for s in config["settings"]
+    ] + [
+        "results/tables/table2_merge.md",
+        "results/tables/table3_steps.md",
+        "results/tables/table4_tau.md",
+        "results/figures/fig1b_entropy.png",
+        "results/figures/fig1a_variance.png",
+        "results/figures/fig4_reward_curves.png",
+        "results/figures/fig5_qualitative.png",
+        "results/figures/tau_ablation.png",
+    ]

@@ -1,0 +1,41 @@
+rule run_config:
+    """The `training` block of the config as a file for `egrpo train` (re-runs when it changes)."""
+    output:
+        "results/configs/training.yaml",
+    log:
+        "logs/run_config.log",
+    params:
+        training=config["training"],
+    run:
+        import yaml
+
+        Path(output[0]).write_text(yaml.safe_dump(dict(params.training), sort_keys=False))
+
+
+rule train:
+    """One training run. Checkpoints live in the run's checkpoints/ folder, outside the declared outputs, so a
+    killed or preempted job resumes from its last checkpoint when Snakemake starts it again."""
+    input:
+        config="results/configs/training.yaml",
+        model=model_inputs(),
+        prompts=prompt_inputs("train"),
+    output:
+        final=RUN_META,
+        weights=RUN_WEIGHTS,
+        log=RUN_LOG,
+    log:
+        "logs/train/{setting}/{method}/{variant}/seed{seed}.log",
+    benchmark:
+        "benchmarks/train/{setting}/{method}/{variant}/seed{seed}.tsv"
+    threads: 1
+    resources:
+        gpu=config.get("train_gpus", 1),
+    conda:
+        "../envs/egrpo.yaml"
+    params:
+        out=run_dir,
+        launcher=train_launcher(),
+        sets=train_overrides,
+    shell:
+        "{params.launcher} -m egrpo train --config {input.config} --method {wildcards.method} "
+        "--seed {wildcards.seed} --out {params.out} {params.sets} --no-progress > {log} 2>&1"

@@ -1,0 +1,40 @@
+# The embedded default world (config/config.yaml only): prompt sets, fidelity critic, base model.
+if WORLD:
+
+    rule world_build:
+        output:
+            train=directory("results/world/prompts_train"),
+            test=directory("results/world/prompts_test"),
+            critic="results/world/critic.pt",
+        log:
+            "logs/world_build.log",
+        benchmark:
+            "benchmarks/world_build.tsv"
+        threads: 1
+        conda:
+            "../envs/egrpo.yaml"
+        params:
+            seed=config["world"].get("seed", 0),
+            steps=config["world"].get("critic_steps", 300),
+        shell:
+            "python -m egrpo world build --out results/world --seed {params.seed} "
+            "--critic-steps {params.steps} > {log} 2>&1"
+
+    rule world_pretrain:
+        output:
+            directory(config["model_path"]),
+        log:
+            "logs/world_pretrain.log",
+        benchmark:
+            "benchmarks/world_pretrain.tsv"
+        threads: workflow.cores
+        conda:
+            "../envs/egrpo.yaml"
+        params:
+            vae=config["world"]["pretrain"]["vae_steps"],
+            flow=config["world"]["pretrain"]["flow_steps"],
+            images=config["world"]["pretrain"]["images"],
+            seed=config["world"].get("seed", 0),
+        shell:
+            "python -m egrpo world pretrain --out {output} --vae-steps {params.vae} --flow-steps {params.flow} "
+            "--images {params.images} --seed {params.seed} > {log} 2>&1"
