@@ -13,6 +13,7 @@ sys.path.insert(0, workflow.basedir)
 from egrpo.config import ConfigError, resolve  # noqa: E402
 
 WORLD = "world" in config
+GPUS = {"train": 1, "eval": 1, **config.get("gpus", {})}
 SEEDS = [str(s) for s in config["seeds"]]
 ABL = config["ablations"]
 if ABL["setting"] not in config["settings"]:
@@ -115,7 +116,7 @@ def test_prompts(wildcards, input):
 
 
 def train_launcher():
-    n = config.get("train_gpus", 1)
+    n = GPUS["train"]
     return f"torchrun --nproc-per-node {n}" if n > 1 else "python"
 
 

@@ -12,7 +12,7 @@ rule evaluate_run:
         "benchmarks/eval/{setting}/{method}/{variant}/seed{seed}.tsv"
     threads: 1
     resources:
-        gpu=1,
+        gpu=GPUS["eval"],
     conda:
         "../envs/egrpo.yaml"
     params:
@@ -38,7 +38,7 @@ rule evaluate_base:
         "benchmarks/eval/base.tsv"
     threads: 1
     resources:
-        gpu=1,
+        gpu=GPUS["eval"],
     conda:
         "../envs/egrpo.yaml"
     params:
@@ -73,7 +73,7 @@ rule qualitative_images:
         "logs/qualitative_images.log",
     threads: 1
     resources:
-        gpu=1,
+        gpu=GPUS["eval"],
     conda:
         "../envs/egrpo.yaml"
     params:
@@ -105,7 +105,7 @@ rule variance:
         "benchmarks/variance.tsv"
     threads: 1
     resources:
-        gpu=1,
+        gpu=GPUS["eval"],
     conda:
         "../envs/egrpo.yaml"
     params:

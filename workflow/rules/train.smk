@@ -29,7 +29,7 @@ rule train:
         "benchmarks/train/{setting}/{method}/{variant}/seed{seed}.tsv"
     threads: 1
     resources:
-        gpu=config.get("train_gpus", 1),
+        gpu=GPUS["train"],
     conda:
         "../envs/egrpo.yaml"
     params:
