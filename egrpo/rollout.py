@@ -51,9 +51,14 @@ class TrainUnit:
 @torch.no_grad()
 def sample_iteration(backbone: FluxBackbone, plan: IterationPlan, prompts: list[tuple[int, PromptEmbeds]],
                      seed_key: tuple, group_size: int, height: int, width: int,
-                     max_batch: int | None = None) -> list[GroupSample]:
+                     max_batch: int | None = None, lockstep: bool = True) -> list[GroupSample]:
     """Sample every rollout of `plan` for each (prompt id, one-row embeds), all prompts in lockstep:
-    anchors first, then every group's head, then every tail, each phase batched by `run_lanes`."""
+    anchors first, then every group's head, then every tail, each phase batched by `run_lanes`.
+    lockstep=False runs each lane on its own (the unbatched baseline of benchmarks/)."""
+    def run(lanes):
+        for chunk in ([lanes] if lockstep else [[lane] for lane in lanes]):
+            run_lanes(backbone, chunk, height=height, width=width, max_batch=max_batch)
+
     def rollout_sigmas(r: Rollout) -> torch.Tensor:
         return plan.sigmas if r.sigmas is None else r.sigmas
 
@@ -62,7 +67,7 @@ def sample_iteration(backbone: FluxBackbone, plan: IterationPlan, prompts: list[
         lanes = [Lane(e, plan.sigmas, plan.anchor,
                       initial_noise(backbone, [generator(*seed_key, pid, "anchor")], height, width))
                  for pid, e in prompts]
-        run_lanes(backbone, lanes, height=height, width=width, max_batch=max_batch)
+        run(lanes)
         anchors = {pid: {t.i: x for t, x in zip(plan.anchor, lane.latents)} for (pid, _), lane in zip(prompts, lanes)}
 
     heads = []
@@ -78,11 +83,11 @@ def sample_iteration(backbone: FluxBackbone, plan: IterationPlan, prompts: list[
             else:
                 x = initial_noise(backbone, gens, height, width)
             heads.append((pid, e, r, Lane(e, rollout_sigmas(r), r.head, x, gens)))
-    run_lanes(backbone, [lane for *_, lane in heads], height=height, width=width, max_batch=max_batch)
+    run([lane for *_, lane in heads])
 
     tails = [[Lane(e, rollout_sigmas(r), tail, lane.x, keep_latents=False) for tail in r.tails]
              for pid, e, r, lane in heads]
-    run_lanes(backbone, [t for ts in tails for t in ts], height=height, width=width, max_batch=max_batch)
+    run([t for ts in tails for t in ts])
 
     finals = [[lane.x] if not r.tails else [t.x for t in ts] for (_, _, r, lane), ts in zip(heads, tails)]
     flat = torch.cat([x for fs in finals for x in fs])

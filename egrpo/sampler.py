@@ -102,6 +102,7 @@ class Lane:
         rows = x.shape[0]
         if any(t.stochastic for t in transitions) and (generators is None or len(generators) != rows):
             raise ValueError("a stochastic transition needs one generator per batch row")
+        self.source = embeds  # lanes sharing x, conditioning and sigma share one forward (E-GRPO's tails)
         self.embeds = embeds if len(embeds) == rows else embeds.select([0] * rows)
         self.sigmas, self.transitions, self.generators = sigmas, transitions, generators
         self.keep_latents = keep_latents
@@ -169,15 +170,20 @@ def run_lanes(backbone: FluxBackbone, lanes: Sequence[Lane], *, height: int, wid
             size += rows
         chunks.append(cur)
         for chunk in chunks:
-            x = torch.cat([lane.x for lane in chunk])
-            sigma = torch.cat([lane.sigmas[k].expand(lane.x.shape[0]) for lane in chunk])
-            e = chunk[0].embeds if len(chunk) == 1 else PromptEmbeds(
-                torch.cat([lane.embeds.prompt for lane in chunk]), torch.cat([lane.embeds.pooled for lane in chunk]),
-                chunk[0].embeds.text_ids)
+            shared: dict[tuple, list[Lane]] = {}  # identical inputs (same tensor, conditioning, sigma)
+            for lane in chunk:
+                shared.setdefault((id(lane.x), id(lane.source), float(lane.sigmas[k])), []).append(lane)
+            uniq = [group[0] for group in shared.values()]
+            x = torch.cat([lane.x for lane in uniq])
+            sigma = torch.cat([lane.sigmas[k].expand(lane.x.shape[0]) for lane in uniq])
+            e = uniq[0].embeds if len(uniq) == 1 else PromptEmbeds(
+                torch.cat([lane.embeds.prompt for lane in uniq]), torch.cat([lane.embeds.pooled for lane in uniq]),
+                uniq[0].embeds.text_ids)
             v = backbone.velocity(x, sigma, e, height, width)
             calls += 1
-            for lane, v_lane in zip(chunk, v.split([lane.x.shape[0] for lane in chunk])):
-                lane.advance(v_lane)
+            for group, v_lane in zip(shared.values(), v.split([lane.x.shape[0] for lane in uniq])):
+                for lane in group:
+                    lane.advance(v_lane)
 
 
 @torch.no_grad()

@@ -62,3 +62,21 @@ def test_recorded_transitions_rescore_to_ratio_one(backbone):
                          prev_sample=traj.latents[k + 1])
         ratio = torch.exp(again.log_prob - traj.log_probs[:, k])
         torch.testing.assert_close(ratio, torch.ones_like(ratio), atol=1e-6, rtol=0)
+
+
+def test_lanes_share_identical_inputs_and_match_solo_runs(backbone):
+    from egrpo.sampler import Lane, run_lanes
+
+    e = backbone.encode_prompts(["a red circle"])
+    x = initial_noise(backbone, [generator("lanes", k) for k in range(3)], 64, 64)
+    tails = [make_transitions(8, start=2, ode_stride=s) for s in (1, 2)]
+    together = [Lane(e, SIGMAS, t, x) for t in tails]
+    before = backbone.passes
+    calls = run_lanes(backbone, together, height=64, width=64)
+    # both tails start from the same latent: their first step is computed once (3 rows, not 6)
+    assert backbone.passes - before == 3 * (len(tails[0]) + len(tails[1]) - 1)
+    assert calls == len(tails[0])  # the stride-2 lane rides along with the stride-1 lane's steps
+    for t, lane in zip(tails, together):
+        solo = Lane(e, SIGMAS, t, x)
+        run_lanes(backbone, [solo], height=64, width=64)
+        torch.testing.assert_close(lane.x, solo.x, atol=1e-5, rtol=1e-5)

@@ -1,0 +1,133 @@
+"""Iteration cost of every method on a tiny FLUX-architecture model (CPU): where the time goes, how
+many transformer passes, and how close the loop is to the cost of its passes alone.
+
+    python benchmarks/iteration_cost.py [--model DIR] [--iterations 3]
+
+For each method: time split into sampling, reward, training and the rest; transformer passes (rows);
+and ratio = measured time / expected time, where expected = sum over the iteration's forward calls of
+the time of one isolated call at the same batch shape (forward only under no_grad, forward+backward
+in training), measured in the same run. E-GRPO is also run with its lanes unbatched (lockstep off)
+to show what batching branches and tails buys. Prints ratios, never compares with fixed times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections import Counter
+
+import torch
+
+from egrpo.config import resolve
+from egrpo.rewards import register
+from egrpo.trainer import Trainer
+
+PROMPTS = ["a red circle at the top left", "a blue square at the top right", "a green triangle at the bottom left",
+           "a yellow circle at the bottom right"]
+
+
+@register("bench_brightness")
+def _bench(options, device):
+    return lambda images, prompts: images.mean(dim=(1, 2, 3))
+
+
+def recorder(backbone):
+    """Wrap backbone.velocity to record (batch, grad) of every call."""
+    calls = []
+    inner = backbone.velocity
+
+    def velocity(x, *a, **k):
+        calls.append((x.shape[0], torch.is_grad_enabled()))
+        return inner(x, *a, **k)
+
+    backbone.velocity = velocity
+    return calls, inner
+
+
+def unit_costs(backbone, inner, shapes, h, w, reps=5):
+    """Median seconds of one isolated forward (no grad) or forward+backward call per batch size."""
+    e = backbone.encode_prompts(PROMPTS[:1])
+    n, c = backbone.packed_shape(h, w)
+    out = {}
+    for b, grad in shapes:
+        x = torch.randn(b, n, c)
+        times = []
+        for _ in range(reps + 1):
+            t = time.perf_counter()
+            if grad:
+                inner(x, torch.full((b,), 0.5), e, h, w).square().mean().backward()
+            else:
+                with torch.no_grad():
+                    inner(x, torch.full((b,), 0.5), e, h, w)
+            times.append(time.perf_counter() - t)
+        out[(b, grad)] = statistics.median(times[1:])
+    backbone.transformer.zero_grad(set_to_none=True)
+    return out
+
+
+def bench(model, method, iterations, lockstep=True, **method_kw):
+    raw = {"name": "bench", "model": {"path": model, "height": 32, "width": 32, "max_sequence_length": 16},
+           "train": {"prompts": PROMPTS, "iterations": iterations, "prompts_per_iteration": 2,
+                     "checkpoint_every": 10**6, "micro_batch": 16},
+           "optim": {"lr": 1e-5}, "rewards": {"names": ["bench_brightness"]},
+           "method": {"group_size": 8, "num_steps": 16, **method_kw}}
+    tr = Trainer(resolve(raw, method), tempfile.mkdtemp(), progress=False)
+    if not lockstep:
+        import egrpo.trainer as trainer_mod
+        from egrpo.rollout import sample_iteration
+
+        trainer_mod.sample_iteration = lambda *a, **k: sample_iteration(*a, **k, lockstep=False)
+    calls, inner = recorder(tr.backbone)
+    tr.step(0)  # warm-up
+    rows = []
+    for it in range(1, iterations + 1):
+        calls.clear()
+        t0 = time.perf_counter()
+        row = tr.step(it)
+        total = time.perf_counter() - t0
+        rows.append((row, total, Counter(calls)))
+    if not lockstep:
+        import egrpo.trainer as trainer_mod
+        from egrpo.rollout import sample_iteration
+
+        trainer_mod.sample_iteration = sample_iteration
+    costs = unit_costs(tr.backbone, inner, set().union(*(c for _, _, c in rows)), 32, 32)
+    measured = sum(t for _, t, _ in rows)
+    expected = sum(n * costs[shape] for _, _, c in rows for shape, n in c.items())
+    k = len(rows)
+    mean = lambda key: sum(r[key] for r, _, _ in rows) / k  # noqa: E731
+    return {
+        "sampling_s": mean("time/sampling"), "reward_s": mean("time/reward"), "training_s": mean("time/training"),
+        "rest_s": measured / k - mean("time/sampling") - mean("time/reward") - mean("time/training"),
+        "total_s": measured / k, "passes": mean("passes/sampling") + mean("passes/training"),
+        "forward_calls": sum(sum(c.values()) for _, _, c in rows) / k, "ratio": measured / expected,
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--model", default=None, help="a Flux-format directory (default: a fresh tiny one)")
+    p.add_argument("--iterations", type=int, default=3)
+    args = p.parse_args()
+    torch.manual_seed(0)
+    model = args.model
+    if model is None:
+        from egrpo.tiny_flux import save_tiny_flux
+
+        model = str(save_tiny_flux(tempfile.mkdtemp()))
+    cases = [("egrpo", {}, True), ("egrpo (unbatched lanes)", {}, False), ("dancegrpo", {}, True),
+             ("mixgrpo", {"num_steps": 25}, True), ("mixgrpo_flash", {"num_steps": 25}, True)]
+    print(f"model {model}; 2 prompts/iteration, G = 8, 32x32; {torch.get_num_threads()} threads")
+    print(f"{'method':26s} {'total s':>8s} {'sample':>7s} {'reward':>7s} {'train':>7s} {'rest':>6s} "
+          f"{'passes':>7s} {'calls':>6s} {'ratio':>6s}")
+    for label, kw, lockstep in cases:
+        method = label.split()[0]
+        r = bench(model, method, args.iterations, lockstep, **kw)
+        print(f"{label:26s} {r['total_s']:8.3f} {r['sampling_s']:7.3f} {r['reward_s']:7.3f} {r['training_s']:7.3f} "
+              f"{r['rest_s']:6.3f} {r['passes']:7.0f} {r['forward_calls']:6.0f} {r['ratio']:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
