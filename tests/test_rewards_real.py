@@ -155,3 +155,54 @@ def test_failing_reward_raises_never_defaults():
         score(lambda im, p: torch.full((len(p),), float("nan")), "broken", _images(), PROMPTS)
     with pytest.raises(ValueError, match="shape"):
         score(lambda im, p: torch.zeros(1), "short", _images(), PROMPTS)
+
+
+@pytest.fixture(scope="module")
+def tiny_imagereward(tmp_path_factory):
+    """ImageReward's real classes (BLIP ViT + BERT with cross-attention + MLP), a 1-layer text encoder
+    (hidden size must stay 768: the head hard-codes it) and a tiny ViT, saved as ImageReward.pt."""
+    from egrpo.rewards.imagereward import install_compat
+
+    install_compat()
+    from ImageReward.models.BLIP import blip_pretrain
+    from ImageReward.models.BLIP.vit import VisionTransformer
+
+    d = tmp_path_factory.mktemp("ir")
+    words = sorted({w for p in PROMPTS for w in p.lower().split()})
+    (d / "bert").mkdir()
+    (d / "bert" / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    (d / "med_config.json").write_text(json.dumps({
+        "architectures": ["BertModel"], "attention_probs_dropout_prob": 0.0, "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.0, "hidden_size": 768, "initializer_range": 0.02, "intermediate_size": 128,
+        "layer_norm_eps": 1e-12, "max_position_embeddings": 64, "model_type": "bert", "num_attention_heads": 12,
+        "num_hidden_layers": 1, "pad_token_id": 0, "type_vocab_size": 2, "vocab_size": 64, "encoder_width": 64,
+        "add_cross_attention": True}))
+    tiny_vit = lambda *a, **k: (VisionTransformer(img_size=224, patch_size=32, embed_dim=64, depth=1, num_heads=2), 64)  # noqa: E731
+    saved = blip_pretrain.create_vit
+    blip_pretrain.create_vit = tiny_vit
+    from egrpo.rewards.imagereward import _local_tokenizer
+
+    blip_pretrain.init_tokenizer = _local_tokenizer(str(d / "bert"))
+    from ImageReward.ImageReward import ImageReward
+
+    torch.manual_seed(3)
+    model = ImageReward(med_config=str(d / "med_config.json"))
+    for p in model.mlp.parameters():  # the untrained head is nearly constant; spread it for the check
+        torch.nn.init.normal_(p, std=0.5)
+    torch.save(model.state_dict(), d / "ImageReward.pt")
+    yield d
+    blip_pretrain.create_vit = saved
+
+
+def test_imagereward_wrapper_matches_package_score(tiny_imagereward):
+    d = tiny_imagereward
+    fn = build_reward("imagereward", {"checkpoint": str(d / "ImageReward.pt"), "med_config": str(d / "med_config.json"),
+                                      "tokenizer_dir": str(d / "bert")})
+    images = _images(seed=3)
+    got = score(fn, "imagereward", images, PROMPTS)
+    from egrpo.rewards.imagereward import load_image_reward
+
+    model = load_image_reward(str(d / "ImageReward.pt"), str(d / "med_config.json"), str(d / "bert"))
+    want = torch.tensor([model.score(p, im) for p, im in zip(PROMPTS, _pil(images))], dtype=torch.float32)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert got.std() > 1e-3

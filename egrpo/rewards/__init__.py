@@ -52,7 +52,7 @@ def score(reward: Reward, name: str, images: torch.Tensor, prompts: Sequence[str
 
 
 def _load_builtin() -> None:
-    from . import real, simple, world  # noqa: F401  (register the paper's metrics, analytic and world rewards)
+    from . import imagereward, real, simple, world  # noqa: F401  (the paper's metrics, analytic and world rewards)
 
 
 @register("brightness")
