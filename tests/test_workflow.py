@@ -137,3 +137,10 @@ def test_killed_train_job_resumes_from_checkpoint(tiny_dag):
     log = (tiny_dag / "logs/train/hps/dancegrpo/main/seed1.log").read_text()
     assert "resuming from the checkpoint at iteration" in log
     assert len((run_dir / "final" / "log.jsonl").read_text().splitlines()) == 40
+
+
+def test_report_holds_tables_and_figures(tiny_dag):
+    smk(tiny_dag, "--report", "report.html", "--workflow-profile", "none", "--configfile",
+        str(ROOT / ".test/config.yaml"))
+    html = (tiny_dag / "report.html").read_text(errors="ignore")
+    assert "table1_hps.md" in html and "fig1b_entropy.png" in html

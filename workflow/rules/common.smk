@@ -136,19 +136,10 @@ def evaluate_args():
     return args
 
 
+TABLES = [f"table1_{s}" for s in config["settings"]] + ["table2_merge", "table3_steps", "table4_tau"]
+FIGURES = ["fig1b_entropy", "fig1a_variance", "fig4_reward_curves", "fig5_qualitative", "tau_ablation"]
 MAIN_FIRST_SEED = [r for r in RUNS if r[2] == "main" and r[3] == SEEDS[0]]
 
 
 def final_outputs():
-    return [
-        f"results/tables/table1_{s}.md" for s in config["settings"]
-    ] + [
-        "results/tables/table2_merge.md",
-        "results/tables/table3_steps.md",
-        "results/tables/table4_tau.md",
-        "results/figures/fig1b_entropy.png",
-        "results/figures/fig1a_variance.png",
-        "results/figures/fig4_reward_curves.png",
-        "results/figures/fig5_qualitative.png",
-        "results/figures/tau_ablation.png",
-    ]
+    return [f"results/tables/{t}.md" for t in TABLES] + [f"results/figures/{f}.png" for f in FIGURES]

@@ -5,8 +5,8 @@ rule tables:
         logs=expand_runs(RUN_LOG),
         base="results/eval/base.csv",
     output:
-        [f"results/tables/table1_{s}.{ext}" for s in config["settings"] for ext in ("md", "tex", "csv")],
-        [f"results/tables/{t}.{ext}" for t in ("table2_merge", "table3_steps", "table4_tau") for ext in ("md", "tex", "csv")],
+        [report(f"results/tables/{t}.md", caption="../report/table.rst", category="Tables") for t in TABLES],
+        [f"results/tables/{t}.{ext}" for t in TABLES for ext in ("tex", "csv")],
     log:
         "logs/tables.log",
     conda:
@@ -27,8 +27,8 @@ rule figures:
         qualitative_prompts="results/qualitative/prompts.txt",
         tau="results/tables/table4_tau.csv",
     output:
-        [f"results/figures/{f}.{ext}" for f in ("fig1b_entropy", "fig1a_variance", "fig4_reward_curves",
-                                                 "fig5_qualitative", "tau_ablation") for ext in ("png", "pdf")],
+        [report(f"results/figures/{f}.png", caption="../report/figure.rst", category="Figures") for f in FIGURES],
+        [f"results/figures/{f}.pdf" for f in FIGURES],
     log:
         "logs/figures.log",
     conda:
