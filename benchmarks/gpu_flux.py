@@ -142,8 +142,8 @@ def main():
     rows_per_step[:16] = [1] * 16  # the anchor
     for n, l in enumerate(lengths):
         rows_per_step[n] += 12
-        for stride in (1, 2):
-            k = n + l
+        for stride in (1, 2):  # both tails start from the same latent: their first step is shared
+            k = n + l if stride == 1 else n + l + stride
             while k < 16:
                 rows_per_step[k] += 12
                 k += stride
