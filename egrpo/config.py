@@ -68,12 +68,17 @@ class TrainConfig(_Strict):
     parallel: Literal["ddp", "fsdp"] = "ddp"
 
 
-class EGRPOMethod(_Strict):
-    name: Literal["egrpo"] = "egrpo"
+class _Method(_Strict):
+    """Fields every method has: schedule (T steps, time shift), group size G, SDE noise level."""
+
     num_steps: int = Field(16, ge=2)
     shift: float = Field(3.0, gt=0)
     group_size: int = Field(12, ge=2)
     eta: float = Field(0.7, gt=0)
+
+
+class EGRPOMethod(_Method):
+    name: Literal["egrpo"] = "egrpo"
     active: Union[Literal["first4", "first8", "second8", "all"], list[int]] = "first8"
     tau: float = Field(2.2, ge=0)
     reading: Literal["entropy_power", "entropy_power_squared"] = "entropy_power"
@@ -81,23 +86,17 @@ class EGRPOMethod(_Strict):
     granularities: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)
 
 
-class DanceGRPOMethod(_Strict):
+class DanceGRPOMethod(_Method):
     name: Literal["dancegrpo"] = "dancegrpo"
-    num_steps: int = Field(16, ge=2)
-    shift: float = Field(3.0, gt=0)
-    group_size: int = Field(12, ge=2)
-    eta: float = Field(0.3, gt=0)
+    eta: float = Field(0.3, gt=0)  # constant noise level
     train_fraction: float = Field(0.6, gt=0, le=1)
     drop_last: bool = True
     shared_initial_noise: bool = True
 
 
-class MixGRPOMethod(_Strict):
+class MixGRPOMethod(_Method):
     name: Literal["mixgrpo", "mixgrpo_flash"] = "mixgrpo"
     num_steps: int = Field(25, ge=2)
-    shift: float = Field(3.0, gt=0)
-    group_size: int = Field(12, ge=2)
-    eta: float = Field(0.7, gt=0)
     window_size: int = Field(4, ge=1)
     shift_every: int | None = Field(None, ge=1, description="default 25 (20 for Flash)")
     max_start: int | None = Field(None, ge=0, description="default T - 2")
@@ -105,12 +104,8 @@ class MixGRPOMethod(_Strict):
     flash_fraction: float = Field(0.4, gt=0, le=1)
 
 
-class FlowGRPOMethod(_Strict):
+class FlowGRPOMethod(_Method):
     name: Literal["flowgrpo"] = "flowgrpo"
-    num_steps: int = Field(16, ge=2)
-    shift: float = Field(3.0, gt=0)
-    group_size: int = Field(12, ge=2)
-    eta: float = Field(0.7, gt=0)
 
 
 Method = Annotated[Union[EGRPOMethod, DanceGRPOMethod, MixGRPOMethod, FlowGRPOMethod], Field(discriminator="name")]

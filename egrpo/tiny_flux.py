@@ -9,7 +9,7 @@ sentencepiece model ships anywhere); both text encoders share the vocabulary.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -43,7 +43,6 @@ class TinyFluxSpec:
     vae_scaling_factor: float = 1.0
     vae_shift_factor: float = 0.0
     seed: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def build_tokenizer(words: Sequence[str], max_len: int):
