@@ -83,9 +83,14 @@ def _evaluate(args) -> None:
             import pandas as pd
 
             parts = [out.with_suffix(f".rank{r}.csv") for r in range(world)]
-            pd.concat(map(pd.read_csv, parts)).sort_values("prompt_index").to_csv(out, index=False)
+            df = pd.concat(map(pd.read_csv, parts)).sort_values("prompt_index")
+            df.to_csv(out, index=False)
             for p in parts:
                 p.unlink()
+    if rank == 0 and metrics:
+        from .evaluate import summarise
+
+        summarise(df, list(metrics)).to_csv(out.with_suffix(".summary.csv"), index=False)
 
 
 def _variance(args) -> None:

@@ -44,3 +44,5 @@ def test_evaluate_cli_writes_per_image_csv(tiny_flux_dir, tmp_path):
     df = pd.read_csv(tmp_path / "e.csv")
     assert list(df.columns) == ["prompt_index", "prompt", "seed", "hps"] and len(df) == 5
     assert torch.isfinite(torch.tensor(df.hps.values)).all()
+    summary = pd.read_csv(tmp_path / "e.summary.csv")
+    assert list(summary.metric) == ["hps"] and summary.ci_low[0] <= summary["mean"][0] <= summary.ci_high[0]

@@ -76,6 +76,7 @@ RUN_META = "results/runs/{setting}/{method}/{variant}/seed{seed}/final/meta.json
 RUN_WEIGHTS = "results/runs/{setting}/{method}/{variant}/seed{seed}/final/trainable.safetensors"
 RUN_LOG = "results/runs/{setting}/{method}/{variant}/seed{seed}/final/log.jsonl"
 EVAL_CSV = "results/eval/{setting}/{method}/{variant}/seed{seed}.csv"
+EVAL_SUMMARY = "results/eval/{setting}/{method}/{variant}/seed{seed}.summary.csv"
 EVAL_IMAGES = "results/eval/{setting}/{method}/{variant}/seed{seed}_images"
 
 

@@ -5,6 +5,7 @@ rule evaluate_run:
         metrics=metric_inputs(),
     output:
         csv=EVAL_CSV,
+        summary=EVAL_SUMMARY,
         images=directory(EVAL_IMAGES),
     log:
         "logs/eval/{setting}/{method}/{variant}/seed{seed}.log",
@@ -31,6 +32,7 @@ rule evaluate_base:
         metrics=metric_inputs(),
     output:
         csv="results/eval/base.csv",
+        summary="results/eval/base.summary.csv",
         images=directory("results/eval/base_images"),
     log:
         "logs/eval/base.log",
