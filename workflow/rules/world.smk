@@ -27,7 +27,7 @@ if WORLD:
             "logs/world_pretrain.log",
         benchmark:
             "benchmarks/world_pretrain.tsv"
-        threads: workflow.cores
+        threads: 8  # Snakemake caps it at --cores
         conda:
             "../envs/egrpo.yaml"
         params:
