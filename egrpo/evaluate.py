@@ -90,13 +90,12 @@ def evaluate(backbone: FluxBackbone, prompts: Sequence[str], metrics: dict[str, 
 
 
 def save_images(images: torch.Tensor, names: Sequence[str], folder: str | Path) -> None:
-    from PIL import Image
+    from .rewards.images import to_pil
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    arr = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    for a, n in zip(arr, names):
-        Image.fromarray(a).save(folder / n)
+    for im, n in zip(to_pil(images), names):
+        im.save(folder / n)
 
 
 def bootstrap_ci(values: np.ndarray, *, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:

@@ -1,4 +1,5 @@
-"""Execute an IterationPlan for one prompt (sampling phase) and turn the result into training units.
+"""Execute an IterationPlan for a batch of prompts (sampling phase) and turn the result into
+training units.
 
 Randomness: row r of rollout `key` for prompt `p` draws from generator(*seed_key, p, key, r), the
 group-shared noise from generator(*seed_key, p, "shared") and the anchor from (..., "anchor"), so a

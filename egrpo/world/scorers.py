@@ -76,17 +76,24 @@ def _softmax_pick(neg_dist: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return neg_dist.softmax(dim=1).gather(1, index[:, None])[:, 0]
 
 
+def attribute_distances(m: Measurements, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Squared distance of each image's colour [B, 6], fill ratio [B, 3] and centroid [B, 4] to every
+    colour, shape and quadrant of the world."""
+    palette = torch.tensor(list(COLORS.values()))
+    fills = torch.tensor([FILL[s] for s in SHAPES])
+    centers = torch.tensor([quadrant_center(p, size) for p in POSITIONS])
+    return (((m.color[:, None] - palette[None]) ** 2).sum(-1), (m.fill[:, None] - fills[None]) ** 2,
+            ((m.centroid[:, None] - centers[None]) ** 2).sum(-1))
+
+
 def attribute_probs(m: Measurements, prompts: Sequence[str], size: int) -> torch.Tensor:
     """[B, 3] soft probability that the image shows the prompt's colour / shape / position (softmax
     over the world's values of a negative squared distance)."""
+    d_color, d_shape, d_pos = attribute_distances(m, size)
     c_idx, s_idx, p_idx = attribute_targets(prompts)
-    h = size
-    palette = torch.tensor(list(COLORS.values()))
-    p_color = _softmax_pick(-((m.color[:, None] - palette[None]) ** 2).sum(-1) / (2 * 0.1**2), c_idx)
-    fills = torch.tensor([FILL[s] for s in SHAPES])
-    p_shape = _softmax_pick(-((m.fill[:, None] - fills[None]) ** 2) / (2 * 0.08**2), s_idx)
-    centers = torch.tensor([quadrant_center(p, h) for p in POSITIONS])
-    p_pos = _softmax_pick(-((m.centroid[:, None] - centers[None]) ** 2).sum(-1) / (2 * (h / 8) ** 2), p_idx)
+    p_color = _softmax_pick(-d_color / (2 * 0.1**2), c_idx)
+    p_shape = _softmax_pick(-d_shape / (2 * 0.08**2), s_idx)
+    p_pos = _softmax_pick(-d_pos / (2 * (size / 8) ** 2), p_idx)
     return torch.stack([p_color, p_shape, p_pos], 1) * m.has_object[:, None]
 
 
@@ -192,14 +199,6 @@ class Fidelity:
 def correct_attributes(images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
     """[B, 3] bool: is the colour / shape / position read off the image (nearest value) the prompt's?"""
     m = measure(images)
-    caps = [parse_caption(p) for p in prompts]
-    h = images.shape[-1]
-    palette = torch.tensor(list(COLORS.values()))
-    color = ((m.color[:, None] - palette[None]) ** 2).sum(-1).argmin(1)
-    fills = torch.tensor([FILL[s] for s in SHAPES])
-    shape = (m.fill[:, None] - fills[None]).abs().argmin(1)
-    centers = torch.tensor([quadrant_center(p, h) for p in POSITIONS])
-    pos = ((m.centroid[:, None] - centers[None]) ** 2).sum(-1).argmin(1)
-    want = attribute_targets(prompts)
-    got = torch.stack([color == want[0], shape == want[1], pos == want[2]], 1)
+    nearest = [d.argmin(1) for d in attribute_distances(m, images.shape[-1])]
+    got = torch.stack([n == t for n, t in zip(nearest, attribute_targets(prompts))], 1)
     return got & m.has_object[:, None]
