@@ -185,12 +185,14 @@ class Trainer:
             self.log_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
         return self.start
 
-    def save_checkpoint(self, iteration: int) -> None:
+    def save_checkpoint(self, iteration: int) -> dict:
+        """Gather and write the checkpoint; returns the gathered trainable weights."""
         model_sd, optim_sd = trainable_state(self.model, self.optimizer)
         if self.rank == 0:
             atomic_save({"iteration": iteration, "model": model_sd, "optimizer": optim_sd,
                          "config": self.cfg.model_dump(mode="json")}, self.ckpt_path)
         dist.barrier()
+        return model_sd
 
     def train(self) -> Path:
         """Run (or resume) to cfg.train.iterations; returns the exported final/ directory."""
@@ -207,6 +209,7 @@ class Trainer:
         total = self.cfg.train.iterations
         bar = tqdm(range(start, total), initial=start, total=total, disable=not self.progress,
                    desc=f"{self.cfg.method.name} seed {self.cfg.seed}")
+        model_sd = None
         for it in bar:
             row = self.step(it)
             if self.rank == 0:
@@ -218,8 +221,9 @@ class Trainer:
                 first = self.cfg.rewards.names[0]
                 bar.set_postfix(reward=f"{row[f'reward/{first}/mean']:.4f}", loss=f"{row['loss']:.3g}")
             if (it + 1) % self.cfg.train.checkpoint_every == 0 or it + 1 == total:
-                self.save_checkpoint(it + 1)
-        model_sd, _ = trainable_state(self.model)
+                model_sd = self.save_checkpoint(it + 1)
+        if model_sd is None:  # resumed at the end: nothing was gathered this run
+            model_sd, _ = trainable_state(self.model)
         final = self.out / "final"
         if self.rank == 0:
             m = self.cfg.model
