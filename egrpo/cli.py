@@ -25,14 +25,22 @@ def _entropy(args) -> None:
 
 def _train(args) -> None:
     """Train one method with one seed: `egrpo train --config FILE --method M --seed N --out DIR`."""
+    from .checkpoint import load_trained
     from .config import load_config
     from .trainer import Trainer
 
+    if args.evaluate and not args.eval_out:
+        raise SystemExit("egrpo train: --evaluate needs --eval-out")
     cfg = load_config(args.config, args.method, args.seed, args.set, section=args.section)
     trainer = Trainer(cfg, args.out, progress=not args.no_progress)
     final = trainer.train()
     if trainer.rank == 0:
         print(f"trained weights: {final}")
+    if args.evaluate:  # in the same process: saves a process start per run (see eval.with_training)
+        protocol = _read_protocol(args.evaluate)
+        backbone = load_trained(Path(args.out) / "final", device=trainer.device,
+                                max_sequence_length=protocol["max_sequence_length"])
+        _evaluate_backbone(backbone, protocol, args.eval_out, args.eval_images)
 
 
 def _world_build(args) -> None:
@@ -50,30 +58,41 @@ def _world_pretrain(args) -> None:
                                       n_images=args.images))
 
 
-def _evaluate(args) -> None:
-    """Sample the test prompts with per-prompt seeds and score every metric (per-image CSV)."""
+PROTOCOL_KEYS = ("prompts", "limit", "metrics", "sampler", "max_sequence_length")
+
+
+def _read_protocol(path: str) -> dict:
+    """An evaluation protocol file (JSON with PROTOCOL_KEYS; the DAG writes results/configs/eval.json)."""
     import json as _json
 
+    from .errors import ConfigError
+
+    try:
+        protocol = _json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"evaluation protocol {path} does not exist") from None
+    missing = {"prompts", "metrics"} - set(protocol)
+    unknown = set(protocol) - set(PROTOCOL_KEYS)
+    if missing or unknown:
+        raise ConfigError(f"evaluation protocol {path}: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}")
+    return {"limit": None, "sampler": {}, "max_sequence_length": 512, **protocol}
+
+
+def _evaluate_backbone(backbone, protocol: dict, out: str, images: str | None) -> None:
+    """Sample and score the protocol's prompts (sharded over ranks), write the per-image CSV and,
+    on rank 0, its per-metric summary beside it."""
     from . import distributed as dist
-    from .checkpoint import load_trained
-    from .evaluate import EvalSpec, evaluate
-    from .flux import FluxBackbone
+    from .evaluate import EvalSpec, evaluate, summarise
     from .prompts import load_prompts
     from .rewards import build_reward
 
-    spec = EvalSpec(**_json.loads(args.sampler))
-    device = dist.local_device(args.device)
-    rank, world = dist.init_from_env(device)
-    if args.run:
-        backbone = load_trained(Path(args.run) / "final", device=device, max_sequence_length=args.max_sequence_length)
-    else:
-        backbone = FluxBackbone.from_pretrained(args.model, device=device, max_sequence_length=args.max_sequence_length)
-    prompts = load_prompts(args.prompts)
-    if args.limit:
-        prompts = prompts[: args.limit]
-    metrics = {label: build_reward(m["reward"], m.get("options"), device) for label, m in _json.loads(args.metrics).items()}
-    df = evaluate(backbone, prompts, metrics, spec, rank=rank, world=world, image_dir=args.images)
-    out = Path(args.out)
+    rank, world = dist.init_from_env(backbone.device)
+    prompts = load_prompts(protocol["prompts"])[: protocol["limit"] or None]
+    metrics = {label: build_reward(m["reward"], m.get("options"), backbone.device)
+               for label, m in protocol["metrics"].items()}
+    df = evaluate(backbone, prompts, metrics, EvalSpec(**protocol["sampler"]), rank=rank, world=world,
+                  image_dir=images)
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     part = out if world == 1 else out.with_suffix(f".rank{rank}.csv")
     df.to_csv(part, index=False)
@@ -88,9 +107,52 @@ def _evaluate(args) -> None:
             for p in parts:
                 p.unlink()
     if rank == 0 and metrics:
-        from .evaluate import summarise
-
         summarise(df, list(metrics)).to_csv(out.with_suffix(".summary.csv"), index=False)
+
+
+def _evaluate(args) -> None:
+    """Sample the test prompts with per-prompt seeds and score every metric (per-image CSV)."""
+    import json as _json
+
+    from . import distributed as dist
+    from .checkpoint import load_trained
+    from .flux import FluxBackbone
+
+    if args.protocol:
+        protocol = _read_protocol(args.protocol)
+    elif args.prompts and args.metrics is not None:
+        protocol = {"prompts": args.prompts, "limit": args.limit, "metrics": _json.loads(args.metrics),
+                    "sampler": _json.loads(args.sampler), "max_sequence_length": args.max_sequence_length}
+    else:
+        raise SystemExit("egrpo evaluate: give --protocol FILE, or --prompts and --metrics")
+    device = dist.local_device(args.device)
+    msl = protocol["max_sequence_length"]
+    if args.run:
+        backbone = load_trained(Path(args.run) / "final", device=device, max_sequence_length=msl)
+    else:
+        backbone = FluxBackbone.from_pretrained(args.model, device=device, max_sequence_length=msl)
+    _evaluate_backbone(backbone, protocol, args.out, args.images)
+
+
+def _render(args) -> None:
+    """The same prompts and seeds through several models, one image folder each (Figs. 5-7)."""
+    from .checkpoint import load_trained
+    from .evaluate import EvalSpec, generate, save_images
+    from .flux import FluxBackbone
+    from .prompts import load_prompts
+
+    protocol = _read_protocol(args.protocol)
+    msl = protocol["max_sequence_length"]
+    prompts = load_prompts(args.prompts)
+    spec = EvalSpec(**protocol["sampler"])
+    sources = [("base", None)] + [tuple(r.split("=", 1)) for r in args.run]
+    for name, run in sources:
+        if run is None:
+            backbone = FluxBackbone.from_pretrained(args.model, max_sequence_length=msl)
+        else:
+            backbone = load_trained(Path(run) / "final", max_sequence_length=msl)
+        images = generate(backbone, prompts, range(len(prompts)), spec)
+        save_images(images, [f"{k:05d}.png" for k in range(len(prompts))], Path(args.out) / name)
 
 
 def _variance(args) -> None:
@@ -134,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--section", default=None, help="read the run config from this top-level key of FILE")
+    t.add_argument("--evaluate", metavar="PROTOCOL", help="then evaluate the final model (a protocol JSON file)")
+    t.add_argument("--eval-out", help="per-image CSV of --evaluate")
+    t.add_argument("--eval-images", help="image folder of --evaluate")
     t.set_defaults(func=_train)
 
     w = sub.add_parser("world", help="the embedded default world").add_subparsers(dest="world_command", required=True)
@@ -145,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     wp = w.add_parser("pretrain", help=_world_pretrain.__doc__)
     wp.add_argument("--out", required=True)
     wp.add_argument("--vae-steps", type=int, default=1200)
-    wp.add_argument("--flow-steps", type=int, default=1000)
+    wp.add_argument("--flow-steps", type=int, default=2000)
     wp.add_argument("--images", type=int, default=4000)
     wp.add_argument("--seed", type=int, default=0)
     wp.set_defaults(func=_world_pretrain)
@@ -154,15 +219,25 @@ def build_parser() -> argparse.ArgumentParser:
     src = ev.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="a Flux-format directory (the base model)")
     src.add_argument("--run", help="a training run directory (uses RUN/final)")
-    ev.add_argument("--prompts", required=True)
+    ev.add_argument("--protocol", help="protocol JSON (prompts, limit, metrics, sampler, max_sequence_length) "
+                    "instead of the flags below")
+    ev.add_argument("--prompts")
     ev.add_argument("--limit", type=int, default=None, help="first N prompts only")
-    ev.add_argument("--metrics", required=True, help='JSON: {"label": {"reward": NAME, "options": {...}}}')
+    ev.add_argument("--metrics", help='JSON: {"label": {"reward": NAME, "options": {...}}}')
     ev.add_argument("--sampler", default="{}", help="JSON of EvalSpec fields (sampler, num_steps, height, ...)")
     ev.add_argument("--max-sequence-length", type=int, default=512)
     ev.add_argument("--device", default="auto")
     ev.add_argument("--images", default=None, help="also write one PNG per prompt here")
     ev.add_argument("--out", required=True, help="per-image CSV")
     ev.set_defaults(func=_evaluate)
+
+    rd = sub.add_parser("render", help=_render.__doc__)
+    rd.add_argument("--model", required=True, help="the base model (folder `base`)")
+    rd.add_argument("--run", action="append", default=[], metavar="NAME=RUN_DIR", help="a trained run (folder NAME)")
+    rd.add_argument("--prompts", required=True)
+    rd.add_argument("--protocol", required=True, help="the evaluation protocol JSON (its sampler and text length)")
+    rd.add_argument("--out", required=True)
+    rd.set_defaults(func=_render)
 
     va = sub.add_parser("variance", help=_variance.__doc__)
     va.add_argument("--model", required=True)

@@ -21,6 +21,30 @@ def test_train_cli_writes_log_checkpoint_and_weights(tiny_flux_dir, tmp_path):
     assert '"seed": 3' in (tmp_path / "o" / "config.json").read_text()
 
 
+def test_train_then_evaluate_matches_a_separate_evaluation(tiny_flux_dir, tmp_path):
+    """`egrpo train --evaluate` (the default DAG's fused job) writes what `egrpo evaluate --run` writes."""
+    import json
+
+    import pandas as pd
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_run_config(tiny_flux_dir, "dancegrpo", train={"iterations": 1})))
+    (tmp_path / "p.txt").write_text("a red circle\na blue square\na cat\n")
+    protocol = tmp_path / "eval.json"
+    protocol.write_text(json.dumps({"prompts": str(tmp_path / "p.txt"), "metrics": {"hps": {"reward": "brightness"}},
+                                    "sampler": {"num_steps": 3, "height": 64, "width": 64},
+                                    "max_sequence_length": 16}))
+    r = _cli("train", "--config", str(cfg), "--method", "dancegrpo", "--out", str(tmp_path / "o"), "--no-progress",
+             "--evaluate", str(protocol), "--eval-out", str(tmp_path / "fused.csv"))
+    assert r.returncode == 0, r.stderr
+    r = _cli("evaluate", "--run", str(tmp_path / "o"), "--protocol", str(protocol), "--out", str(tmp_path / "sep.csv"))
+    assert r.returncode == 0, r.stderr
+    fused, separate = pd.read_csv(tmp_path / "fused.csv"), pd.read_csv(tmp_path / "sep.csv")
+    assert len(fused) == 3
+    pd.testing.assert_frame_equal(fused, separate)
+    assert (tmp_path / "fused.summary.csv").is_file()
+
+
 def test_config_errors_are_one_line_naming_the_key(tiny_flux_dir, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(tiny_run_config(tiny_flux_dir, "egrpo")))

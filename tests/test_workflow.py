@@ -33,8 +33,9 @@ def job_counts(output: str) -> dict[str, int]:
 def test_dry_run_default_config(tmp_path):
     counts = job_counts(smk(tmp_path, "-n", "--workflow-profile", "none", "--configfile",
                             str(ROOT / "config/config.yaml")).stdout)
-    # 2 settings x 3 methods x 2 seeds + 10 E-GRPO ablation variants x 2 seeds
-    assert counts["train"] == 32 and counts["evaluate_run"] == 32
+    # 2 settings x 3 methods x 2 seeds + 10 E-GRPO ablation variants x 2 seeds; each train job also
+    # evaluates its run (eval.with_training)
+    assert counts["train"] == 32 and "evaluate_run" not in counts
     assert counts["world_build"] == 1 and counts["world_pretrain"] == 1 and counts["evaluate_base"] == 1
     assert counts["tables"] == 1 and counts["figures"] == 1
 
@@ -50,7 +51,7 @@ def test_config_error_is_reported_before_any_job(tmp_path):
     r = smk(tmp_path, "-n", "--workflow-profile", "none", "--configfile", str(ROOT / "config/config.yaml"),
             "--config", "seeds=[-1]", check=False)
     assert r.returncode != 0 and "seeds" in r.stderr + r.stdout
-    bad = (ROOT / "config/config.yaml").read_text().replace("optim: {lr: 1.0e-4}", "optim: {lr: -1.0}")
+    bad = (ROOT / "config/config.yaml").read_text().replace("optim: {lr: 5.0e-5}", "optim: {lr: -1.0}")
     (tmp_path / "bad.yaml").write_text(bad)
     r = smk(tmp_path, "-n", "--workflow-profile", "none", "--configfile", str(tmp_path / "bad.yaml"), check=False)
     out = r.stderr + r.stdout

@@ -61,6 +61,7 @@ for _s, _m, _v, _seed in {(s, m, v, SEEDS[0]) for s, m, v, _ in RUNS}:
 localrules:
     all,
     run_config,
+    eval_config,
     qualitative_prompts,
 
 
@@ -127,14 +128,36 @@ def train_overrides(wildcards):
     return " ".join(f"--set '{o}'" for o in sets)
 
 
-def evaluate_args():
+EVAL_WITH_TRAINING = config["eval"].get("with_training", False)
+EVAL_PROTOCOL = "results/configs/eval.json"
+
+
+def eval_protocol():
+    """What `egrpo evaluate --protocol` reads: test prompts, metrics, sampler, text length."""
     e = config["eval"]
-    args = f"--sampler '{json.dumps(e['sampler'])}' --metrics '{json.dumps(config['metrics'])}'"
-    if "max_sequence_length" in e:
-        args += f" --max-sequence-length {e['max_sequence_length']}"
-    if config["prompts"].get("test_limit"):
-        args += f" --limit {config['prompts']['test_limit']}"
-    return args
+    return {
+        "prompts": config["prompts"]["test"],
+        "limit": config["prompts"].get("test_limit"),
+        "metrics": config["metrics"],
+        "sampler": e["sampler"],
+        "max_sequence_length": e.get("max_sequence_length", 512),
+    }
+
+
+def eval_in_train(kind):
+    """With eval.with_training the train job also evaluates its final model (one process start per
+    run instead of two): its extra inputs, outputs and flags."""
+    if not EVAL_WITH_TRAINING:
+        return {}
+    if kind == "input":
+        return {"protocol": EVAL_PROTOCOL, "test_prompts": prompt_inputs("test"), "metrics": metric_inputs()}
+    return {"csv": EVAL_CSV, "summary": EVAL_SUMMARY, "images": directory(EVAL_IMAGES)}
+
+
+def eval_in_train_flags(wildcards, output):
+    if not EVAL_WITH_TRAINING:
+        return ""
+    return f"--evaluate {EVAL_PROTOCOL} --eval-out {output.csv} --eval-images {output.images}"
 
 
 TABLES = [f"table1_{s}" for s in config["settings"]] + ["table2_merge", "table3_steps", "table4_tau"]

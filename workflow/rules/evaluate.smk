@@ -1,33 +1,35 @@
-rule evaluate_run:
-    input:
-        final=RUN_META,
-        prompts=prompt_inputs("test"),
-        metrics=metric_inputs(),
-    output:
-        csv=EVAL_CSV,
-        summary=EVAL_SUMMARY,
-        images=directory(EVAL_IMAGES),
-    log:
-        "logs/eval/{setting}/{method}/{variant}/seed{seed}.log",
-    benchmark:
-        "benchmarks/eval/{setting}/{method}/{variant}/seed{seed}.tsv"
-    threads: 1
-    resources:
-        gpu=GPUS["eval"],
-    conda:
-        "../envs/egrpo.yaml"
-    params:
-        run=run_of,
-        prompts=test_prompts,
-        args=evaluate_args(),
-    shell:
-        "python -m egrpo evaluate --run {params.run} --prompts {params.prompts} {params.args} "
-        "--images {output.images} --out {output.csv} > {log} 2>&1"
+if not EVAL_WITH_TRAINING:  # else the train job writes these outputs itself
+
+    rule evaluate_run:
+        input:
+            final=RUN_META,
+            protocol=EVAL_PROTOCOL,
+            prompts=prompt_inputs("test"),
+            metrics=metric_inputs(),
+        output:
+            csv=EVAL_CSV,
+            summary=EVAL_SUMMARY,
+            images=directory(EVAL_IMAGES),
+        log:
+            "logs/eval/{setting}/{method}/{variant}/seed{seed}.log",
+        benchmark:
+            "benchmarks/eval/{setting}/{method}/{variant}/seed{seed}.tsv"
+        threads: 1
+        resources:
+            gpu=GPUS["eval"],
+        conda:
+            "../envs/egrpo.yaml"
+        params:
+            run=run_of,
+        shell:
+            "python -m egrpo evaluate --run {params.run} --protocol {input.protocol} "
+            "--images {output.images} --out {output.csv} > {log} 2>&1"
 
 
 rule evaluate_base:
     input:
         model=model_inputs(),
+        protocol=EVAL_PROTOCOL,
         prompts=prompt_inputs("test"),
         metrics=metric_inputs(),
     output:
@@ -45,10 +47,8 @@ rule evaluate_base:
         "../envs/egrpo.yaml"
     params:
         model=model_dir,
-        prompts=test_prompts,
-        args=evaluate_args(),
     shell:
-        "python -m egrpo evaluate --model {params.model} --prompts {params.prompts} {params.args} "
+        "python -m egrpo evaluate --model {params.model} --protocol {input.protocol} "
         "--images {output.images} --out {output.csv} > {log} 2>&1"
 
 
@@ -67,30 +67,26 @@ rule qualitative_images:
     """The qualitative prompts with each method's first-seed model (and the base), same seeds."""
     input:
         prompts="results/qualitative/prompts.txt",
+        protocol=EVAL_PROTOCOL,
         model=model_inputs(),
         runs=expand_runs(RUN_META, MAIN_FIRST_SEED),
     output:
         directory("results/qualitative/images"),
     log:
         "logs/qualitative_images.log",
+    benchmark:
+        "benchmarks/qualitative_images.tsv"
     threads: 1
     resources:
         gpu=GPUS["eval"],
     conda:
         "../envs/egrpo.yaml"
     params:
-        sampler=json.dumps(config["eval"]["sampler"]),
-        msl=config["eval"].get("max_sequence_length", 512),
         model=model_dir,
-        runs=" ".join(f"{s}/{m}" for s, m, _, _ in MAIN_FIRST_SEED),
-        seed=SEEDS[0],
+        runs=" ".join(f"--run {s}/{m}=results/runs/{s}/{m}/main/seed{seed}" for s, m, _, seed in MAIN_FIRST_SEED),
     shell:
-        "(python -m egrpo evaluate --model {params.model} --prompts {input.prompts} --metrics '{{}}' "
-        "--sampler '{params.sampler}' --max-sequence-length {params.msl} --images {output}/base "
-        "--out {output}/base.csv && "
-        "for r in {params.runs}; do python -m egrpo evaluate --run results/runs/$r/main/seed{params.seed} "
-        "--prompts {input.prompts} --metrics '{{}}' --sampler '{params.sampler}' "
-        "--max-sequence-length {params.msl} --images {output}/$r --out {output}/$r.csv || exit 1; done) > {log} 2>&1"
+        "python -m egrpo render --model {params.model} {params.runs} --prompts {input.prompts} "
+        "--protocol {input.protocol} --out {output} > {log} 2>&1"
 
 
 rule variance:

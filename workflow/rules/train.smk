@@ -12,17 +12,32 @@ rule run_config:
         Path(output[0]).write_text(yaml.safe_dump(dict(params.training), sort_keys=False))
 
 
+rule eval_config:
+    """The evaluation protocol as a file for `egrpo evaluate --protocol` (re-runs when it changes)."""
+    output:
+        EVAL_PROTOCOL,
+    log:
+        "logs/eval_config.log",
+    params:
+        protocol=eval_protocol(),
+    run:
+        Path(output[0]).write_text(json.dumps(params.protocol, indent=2))
+
+
 rule train:
     """One training run. Checkpoints live in the run's checkpoints/ folder, outside the declared outputs, so a
-    killed or preempted job resumes from its last checkpoint when Snakemake starts it again."""
+    killed or preempted job resumes from its last checkpoint when Snakemake starts it again. With
+    eval.with_training it also evaluates the final model (the evaluate_run rule's outputs)."""
     input:
         config="results/configs/training.yaml",
         model=model_inputs(),
         prompts=prompt_inputs("train"),
+        **eval_in_train("input"),
     output:
         final=RUN_META,
         weights=RUN_WEIGHTS,
         log=RUN_LOG,
+        **eval_in_train("output"),
     log:
         "logs/train/{setting}/{method}/{variant}/seed{seed}.log",
     benchmark:
@@ -36,6 +51,7 @@ rule train:
         out=run_dir,
         launcher=train_launcher(),
         sets=train_overrides,
+        evaluate=eval_in_train_flags,
     shell:
         "{params.launcher} -m egrpo train --config {input.config} --method {wildcards.method} "
-        "--seed {wildcards.seed} --out {params.out} {params.sets} --no-progress > {log} 2>&1"
+        "--seed {wildcards.seed} --out {params.out} {params.sets} {params.evaluate} --no-progress > {log} 2>&1"
