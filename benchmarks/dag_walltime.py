@@ -3,7 +3,9 @@
     python benchmarks/dag_walltime.py [WORKDIR] [--wall SECONDS]
 
 Per rule: jobs, total and mean seconds, max RSS; and each rule's share of the summed job time. With
---wall (the measured wall time of the whole run), also the parallel speed-up (summed / wall).
+--wall (the measured wall time of the whole run), also the parallel speed-up (summed / wall). The
+train jobs' time is split into GRPO iterations (their logs' time/total) and everything else (process
+start, imports, loading, checkpoints, and the evaluation a job runs with eval.with_training).
 """
 
 from __future__ import annotations
@@ -27,6 +29,14 @@ def summarise(workdir: Path) -> pd.DataFrame:
     return table
 
 
+def iteration_seconds(workdir: Path) -> float:
+    """Seconds spent inside GRPO iterations, summed over every run's final log."""
+    import json
+
+    return sum(json.loads(line)["time/total"] for log in (workdir / "results" / "runs").rglob("final/log.jsonl")
+               for line in log.read_text().splitlines())
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("workdir", nargs="?", default=".")
@@ -37,6 +47,10 @@ def main():
     total = table.total_s.sum()
     print(f"\nsummed job time {total:.0f} s" + (f"; wall {args.wall:.0f} s; speed-up {total / args.wall:.2f}"
                                               if args.wall else ""))
+    if "train" in table.index:
+        it = iteration_seconds(Path(args.workdir))
+        print(f"train jobs: {it:.0f} s in GRPO iterations, {table.total_s['train'] - it:.0f} s outside them "
+              f"(start-up, loading, checkpoints, evaluation)")
 
 
 if __name__ == "__main__":

@@ -4,19 +4,18 @@ many transformer passes, and how close the loop is to the cost of its passes alo
     python benchmarks/iteration_cost.py [--model DIR] [--iterations 3]
 
 For each method: time split into sampling, reward, training and the rest; transformer passes (rows);
-and ratio = measured time / expected time, where expected = sum over the iteration's forward calls of
-the time of one isolated call at the same batch shape (forward only under no_grad, forward+backward
-in training), measured in the same run. E-GRPO is also run with its lanes unbatched (lockstep off)
-to show what batching branches and tails buys. Prints ratios, never compares with fixed times.
+and ratio = measured time / expected time, where expected is the time of replaying the iteration's
+transformer calls alone (same batch shapes, same order, random inputs; forward only under no_grad,
+forward+backward where the loop trained), measured in the same run; ratio+decode also replays the
+VAE decodes (E-GRPO decodes every branch of every active step, 8x the images of DanceGRPO). E-GRPO is also
+run with its lanes unbatched (lockstep off) to show what batching branches and tails buys. Prints ratios, never compares with fixed times.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
-from collections import Counter
 
 import torch
 
@@ -34,37 +33,44 @@ def _bench(options, device):
 
 
 def recorder(backbone):
-    """Wrap backbone.velocity to record (batch, grad) of every call."""
-    calls = []
-    inner = backbone.velocity
+    """Wrap backbone.velocity and backbone.decode to record every call, in order:
+    ("forward", batch, grad) and ("decode", batch). Returns the event list and the unwrapped calls."""
+    events = []
+    velocity_fn, decode_fn = backbone.velocity, backbone.decode
 
     def velocity(x, *a, **k):
-        calls.append((x.shape[0], torch.is_grad_enabled()))
-        return inner(x, *a, **k)
+        events.append(("forward", x.shape[0], torch.is_grad_enabled()))
+        return velocity_fn(x, *a, **k)
 
-    backbone.velocity = velocity
-    return calls, inner
+    def decode(x, *a, **k):
+        events.append(("decode", x.shape[0]))
+        return decode_fn(x, *a, **k)
+
+    backbone.velocity, backbone.decode = velocity, decode
+    return events, velocity_fn, decode_fn
 
 
-def unit_costs(backbone, inner, shapes, h, w, reps=5):
-    """Median seconds of one isolated forward (no grad) or forward+backward call per batch size."""
+def replay(backbone, velocity_fn, decode_fn, events, h, w, decodes=False) -> float:
+    """Seconds to run the same calls (same batch shapes, same order) on random inputs with nothing
+    around them: transformer forwards (forward+backward where the loop trained), and with
+    decodes=True the VAE decodes too."""
     e = backbone.encode_prompts(PROMPTS[:1])
     n, c = backbone.packed_shape(h, w)
-    out = {}
-    for b, grad in shapes:
-        x = torch.randn(b, n, c)
-        times = []
-        for _ in range(reps + 1):
-            t = time.perf_counter()
+    start = time.perf_counter()
+    for ev in events:
+        if ev[0] == "forward":
+            b, grad = ev[1], ev[2]
+            x, sigma, emb = torch.randn(b, n, c), torch.full((b,), 0.5), e.select([0] * b)
             if grad:
-                inner(x, torch.full((b,), 0.5), e, h, w).square().mean().backward()
+                velocity_fn(x, sigma, emb, h, w).square().mean().backward()
             else:
                 with torch.no_grad():
-                    inner(x, torch.full((b,), 0.5), e, h, w)
-            times.append(time.perf_counter() - t)
-        out[(b, grad)] = statistics.median(times[1:])
+                    velocity_fn(x, sigma, emb, h, w)
+        elif decodes:
+            with torch.no_grad():
+                decode_fn(torch.randn(ev[1], n, c), h, w)
     backbone.transformer.zero_grad(set_to_none=True)
-    return out
+    return time.perf_counter() - start
 
 
 def bench(model, method, iterations, lockstep=True, **method_kw):
@@ -79,30 +85,32 @@ def bench(model, method, iterations, lockstep=True, **method_kw):
         from egrpo.rollout import sample_iteration
 
         trainer_mod.sample_iteration = lambda *a, **k: sample_iteration(*a, **k, lockstep=False)
-    calls, inner = recorder(tr.backbone)
+    events, velocity_fn, decode_fn = recorder(tr.backbone)
     tr.step(0)  # warm-up
     rows = []
     for it in range(1, iterations + 1):
-        calls.clear()
+        events.clear()
         t0 = time.perf_counter()
         row = tr.step(it)
         total = time.perf_counter() - t0
-        rows.append((row, total, Counter(calls)))
+        rows.append((row, total, list(events)))
     if not lockstep:
         import egrpo.trainer as trainer_mod
         from egrpo.rollout import sample_iteration
 
         trainer_mod.sample_iteration = sample_iteration
-    costs = unit_costs(tr.backbone, inner, set().union(*(c for _, _, c in rows)), 32, 32)
     measured = sum(t for _, t, _ in rows)
-    expected = sum(n * costs[shape] for _, _, c in rows for shape, n in c.items())
+    expected = sum(replay(tr.backbone, velocity_fn, decode_fn, ev, 32, 32) for _, _, ev in rows)
+    with_decode = sum(replay(tr.backbone, velocity_fn, decode_fn, ev, 32, 32, decodes=True) for _, _, ev in rows)
     k = len(rows)
     mean = lambda key: sum(r[key] for r, _, _ in rows) / k  # noqa: E731
     return {
         "sampling_s": mean("time/sampling"), "reward_s": mean("time/reward"), "training_s": mean("time/training"),
         "rest_s": measured / k - mean("time/sampling") - mean("time/reward") - mean("time/training"),
         "total_s": measured / k, "passes": mean("passes/sampling") + mean("passes/training"),
-        "forward_calls": sum(sum(c.values()) for _, _, c in rows) / k, "ratio": measured / expected,
+        "forward_calls": sum(ev[0] == "forward" for _, _, evs in rows for ev in evs) / k,
+        "ratio": measured / expected, "decode_s": (with_decode - expected) / k,
+        "ratio_with_decode": measured / with_decode,
     }
 
 
@@ -110,7 +118,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default=None, help="a Flux-format directory (default: a fresh tiny one)")
     p.add_argument("--iterations", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the DAG runs each job on one)")
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = args.model
     if model is None:
@@ -121,12 +131,13 @@ def main():
              ("mixgrpo", {"num_steps": 25}, True), ("mixgrpo_flash", {"num_steps": 25}, True)]
     print(f"model {model}; 2 prompts/iteration, G = 8, 32x32; {torch.get_num_threads()} threads")
     print(f"{'method':26s} {'total s':>8s} {'sample':>7s} {'reward':>7s} {'train':>7s} {'rest':>6s} "
-          f"{'passes':>7s} {'calls':>6s} {'ratio':>6s}")
+          f"{'passes':>7s} {'calls':>6s} {'ratio':>6s} {'decode':>7s} {'ratio+decode':>12s}")
     for label, kw, lockstep in cases:
         method = label.split()[0]
         r = bench(model, method, args.iterations, lockstep, **kw)
         print(f"{label:26s} {r['total_s']:8.3f} {r['sampling_s']:7.3f} {r['reward_s']:7.3f} {r['training_s']:7.3f} "
-              f"{r['rest_s']:6.3f} {r['passes']:7.0f} {r['forward_calls']:6.0f} {r['ratio']:6.2f}")
+              f"{r['rest_s']:6.3f} {r['passes']:7.0f} {r['forward_calls']:6.0f} {r['ratio']:6.2f} "
+              f"{r['decode_s']:7.3f} {r['ratio_with_decode']:12.2f}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Evidence that the embedded world means something: base-model attribute accuracy (exact parser),
-split by seen / held-out captions, and a grid of base samples.
+split by seen / held-out captions, a grid of base samples, and per setting a table of every
+method's test scores as mean +- std over training seeds next to the base model.
 
     python -m egrpo.world.evidence [RESULTS_DIR] [--grid docs/world_base_grid.png]
 """
@@ -31,6 +32,30 @@ def accuracy(images: torch.Tensor, prompts: list[str]) -> dict:
             "chance_all": 1 / 72}
 
 
+def seed_table(res: Path, setting: str, prompts: list[str]) -> str:
+    """Markdown: base and each method's main runs, every metric and all-attribute accuracy as
+    mean +- std over training seeds."""
+    import pandas as pd
+
+    base = pd.read_csv(res / "eval/base.summary.csv").set_index("metric")["mean"]
+    metrics = list(base.index)
+    acc = lambda folder: accuracy(load_images(folder, len(prompts)), prompts)["all"]  # noqa: E731
+    lines = ["| | seeds | " + " | ".join(metrics) + " | all attributes correct |",
+             "|---" * (len(metrics) + 3) + "|",
+             "| base model | - | " + " | ".join(f"{base[m]:.4f}" for m in metrics)
+             + f" | {acc(res / 'eval/base_images'):.3f} |"]
+    for method_dir in sorted((res / "eval" / setting).iterdir()):
+        runs = sorted((method_dir / "main").glob("seed*.summary.csv"))
+        if not runs:
+            continue
+        df = pd.concat([pd.read_csv(r).set_index("metric")["mean"] for r in runs], axis=1)
+        a = np.array([acc(r.with_name(r.name.replace(".summary.csv", "_images"))) for r in runs])
+        cells = [f"{df.loc[m].mean():.4f} ± {df.loc[m].std(ddof=1) if len(runs) > 1 else 0:.4f}" for m in metrics]
+        lines.append(f"| {method_dir.name} | {len(runs)} | " + " | ".join(cells)
+                     + f" | {a.mean():.3f} ± {a.std(ddof=1) if len(a) > 1 else 0:.3f} |")
+    return "\n".join(lines)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("results", nargs="?", default="results")
@@ -44,6 +69,8 @@ def main():
     for label, folder in rows.items():
         acc = accuracy(load_images(folder, len(prompts)), prompts)
         print(label, " ".join(f"{k} {v:.3f}" for k, v in acc.items()))
+    for setting in sorted(p.name for p in (res / "eval").iterdir() if p.is_dir() and not p.name.endswith("_images")):
+        print(f"\n{setting}:\n" + seed_table(res, setting, prompts))
     if args.grid:
         import torchvision
 
