@@ -145,6 +145,9 @@ def _render(args) -> None:
     msl = protocol["max_sequence_length"]
     prompts = load_prompts(args.prompts)
     spec = EvalSpec(**protocol["sampler"])
+    bad = [r for r in args.run if "=" not in r]
+    if bad:
+        raise SystemExit(f"egrpo render: --run takes NAME=RUN_DIR, got {bad[0]!r}")
     sources = [("base", None)] + [tuple(r.split("=", 1)) for r in args.run]
     for name, run in sources:
         if run is None:

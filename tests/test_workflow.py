@@ -118,26 +118,30 @@ def test_end_to_end_tiny_config_writes_every_table_and_figure(tiny_dag):
 def test_killed_train_job_resumes_from_checkpoint(tiny_dag):
     """Kill a running train job (as a SLURM time limit or Ctrl-C would), start Snakemake again: the job
     resumes from its last checkpoint instead of starting over."""
-    cfg = (ROOT / ".test/config.yaml").read_text().replace("iterations: 2", "iterations: 40")
+    cfg = (ROOT / ".test/config.yaml").read_text().replace("iterations: 2", "iterations: 100")
     (tiny_dag / "long.yaml").write_text(cfg)
     target = "results/runs/hps/dancegrpo/main/seed1/final/meta.json"
     run_dir = tiny_dag / "results/runs/hps/dancegrpo/main/seed1"
     shutil.rmtree(run_dir)
     cmd = SNAKEMAKE + ["--directory", str(tiny_dag), target, "--cores", "1", "--workflow-profile", "none",
                        "--configfile", str(tiny_dag / "long.yaml")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    out = open(tiny_dag / "killed_run.out", "w")
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     ckpt = run_dir / "checkpoints" / "last.pt"
     deadline = time.time() + 300
     while not ckpt.exists() and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)
-    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C to the whole process group
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C to the whole process group, at the first checkpoint
     proc.wait(timeout=60)
-    assert ckpt.exists() and not (run_dir / "final" / "meta.json").exists()
+    out.close()
+    rows = len((run_dir / "log.jsonl").read_text().splitlines()) if (run_dir / "log.jsonl").exists() else 0
+    assert ckpt.exists() and not (run_dir / "final" / "meta.json").exists(), (
+        f"the killed job finished anyway ({rows} iterations logged):\n"
+        + (tiny_dag / "killed_run.out").read_text()[-3000:])
     smk(tiny_dag, target, "--cores", "1", "--workflow-profile", "none", "--configfile", str(tiny_dag / "long.yaml"))
     log = (tiny_dag / "logs/train/hps/dancegrpo/main/seed1.log").read_text()
     assert "resuming from the checkpoint at iteration" in log
-    assert len((run_dir / "final" / "log.jsonl").read_text().splitlines()) == 40
+    assert len((run_dir / "final" / "log.jsonl").read_text().splitlines()) == 100
 
 
 def test_report_holds_tables_and_figures(tiny_dag):
