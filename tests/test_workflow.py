@@ -126,7 +126,9 @@ def test_killed_train_job_resumes_from_checkpoint(tiny_dag):
     cmd = SNAKEMAKE + ["--directory", str(tiny_dag), target, "--cores", "1", "--workflow-profile", "none",
                        "--configfile", str(tiny_dag / "long.yaml")]
     out = open(tiny_dag / "killed_run.out", "w")
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    # a shell's background jobs inherit SIGINT ignored; give Snakemake a terminal's Ctrl-C behaviour
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ckpt = run_dir / "checkpoints" / "last.pt"
     deadline = time.time() + 300
     while not ckpt.exists() and time.time() < deadline:
