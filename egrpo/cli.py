@@ -110,13 +110,21 @@ def _evaluate_backbone(backbone, protocol: dict, out: str, images: str | None) -
         summarise(df, list(metrics)).to_csv(out.with_suffix(".summary.csv"), index=False)
 
 
+def _load_model(model: str | None, run: str | None, msl: int, device="cpu"):
+    """The base model (a Flux-format directory) or a training run's final weights on top of it."""
+    from .checkpoint import load_trained
+    from .flux import FluxBackbone
+
+    if run is not None:
+        return load_trained(Path(run) / "final", device=device, max_sequence_length=msl)
+    return FluxBackbone.from_pretrained(model, device=device, max_sequence_length=msl)
+
+
 def _evaluate(args) -> None:
     """Sample the test prompts with per-prompt seeds and score every metric (per-image CSV)."""
     import json as _json
 
     from . import distributed as dist
-    from .checkpoint import load_trained
-    from .flux import FluxBackbone
 
     if args.protocol:
         protocol = _read_protocol(args.protocol)
@@ -125,24 +133,16 @@ def _evaluate(args) -> None:
                     "sampler": _json.loads(args.sampler), "max_sequence_length": args.max_sequence_length}
     else:
         raise SystemExit("egrpo evaluate: give --protocol FILE, or --prompts and --metrics")
-    device = dist.local_device(args.device)
-    msl = protocol["max_sequence_length"]
-    if args.run:
-        backbone = load_trained(Path(args.run) / "final", device=device, max_sequence_length=msl)
-    else:
-        backbone = FluxBackbone.from_pretrained(args.model, device=device, max_sequence_length=msl)
+    backbone = _load_model(args.model, args.run, protocol["max_sequence_length"], dist.local_device(args.device))
     _evaluate_backbone(backbone, protocol, args.out, args.images)
 
 
 def _render(args) -> None:
     """The same prompts and seeds through several models, one image folder each (Figs. 5-7)."""
-    from .checkpoint import load_trained
     from .evaluate import EvalSpec, generate, save_images
-    from .flux import FluxBackbone
     from .prompts import load_prompts
 
     protocol = _read_protocol(args.protocol)
-    msl = protocol["max_sequence_length"]
     prompts = load_prompts(args.prompts)
     spec = EvalSpec(**protocol["sampler"])
     bad = [r for r in args.run if "=" not in r]
@@ -150,10 +150,7 @@ def _render(args) -> None:
         raise SystemExit(f"egrpo render: --run takes NAME=RUN_DIR, got {bad[0]!r}")
     sources = [("base", None)] + [tuple(r.split("=", 1)) for r in args.run]
     for name, run in sources:
-        if run is None:
-            backbone = FluxBackbone.from_pretrained(args.model, max_sequence_length=msl)
-        else:
-            backbone = load_trained(Path(run) / "final", max_sequence_length=msl)
+        backbone = _load_model(args.model, run, protocol["max_sequence_length"])
         images = generate(backbone, prompts, range(len(prompts)), spec)
         save_images(images, [f"{k:05d}.png" for k in range(len(prompts))], Path(args.out) / name)
 

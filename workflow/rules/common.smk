@@ -72,7 +72,6 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-RUN_FINAL = "results/runs/{setting}/{method}/{variant}/seed{seed}/final"
 RUN_META = "results/runs/{setting}/{method}/{variant}/seed{seed}/final/meta.json"
 RUN_WEIGHTS = "results/runs/{setting}/{method}/{variant}/seed{seed}/final/trainable.safetensors"
 RUN_LOG = "results/runs/{setting}/{method}/{variant}/seed{seed}/final/log.jsonl"
