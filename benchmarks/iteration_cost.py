@@ -1,26 +1,32 @@
 """Iteration cost of every method on a tiny FLUX-architecture model (CPU): where the time goes, how
 many transformer passes, and how close the loop is to the cost of its passes alone.
 
-    python benchmarks/iteration_cost.py [--model DIR] [--iterations 3]
+    python benchmarks/iteration_cost.py [--model DIR] [--iterations 5] [--threads 1]
 
 For each method: time split into sampling, reward, training and the rest; transformer passes (rows);
 and ratio = measured time / expected time, where expected is the time of replaying the iteration's
 transformer calls alone (same batch shapes, same order, random inputs; forward only under no_grad,
 forward+backward where the loop trained), measured in the same run; ratio+decode also replays the
-VAE decodes (E-GRPO decodes every branch of every active step, 8x the images of DanceGRPO). E-GRPO is also
-run with its lanes unbatched (lockstep off) to show what batching branches and tails buys. Prints ratios, never compares with fixed times.
+VAE decodes (E-GRPO decodes every branch of every active step, 8x the images of DanceGRPO). Each
+iteration is replayed right after it runs; the ratios are medians over iterations. E-GRPO is also
+run with its lanes unbatched (lockstep off) to show what batching branches and tails buys. Prints
+ratios, never compares with fixed times.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
+from unittest import mock
 
 import torch
 
+import egrpo.trainer as trainer_mod
 from egrpo.config import resolve
 from egrpo.rewards import register
+from egrpo.rollout import sample_iteration
 from egrpo.trainer import Trainer
 
 PROMPTS = ["a red circle at the top left", "a blue square at the top right", "a green triangle at the bottom left",
@@ -50,15 +56,15 @@ def recorder(backbone):
     return events, velocity_fn, decode_fn
 
 
-def replay(backbone, velocity_fn, decode_fn, events, h, w, decodes=False) -> float:
-    """Seconds to run the same calls (same batch shapes, same order) on random inputs with nothing
-    around them: transformer forwards (forward+backward where the loop trained), and with
-    decodes=True the VAE decodes too."""
+def replay(backbone, velocity_fn, decode_fn, events, h, w, kind="forward") -> float:
+    """Seconds to run the same calls of one kind (same batch shapes, same order) on random inputs with
+    nothing around them: transformer forwards (forward+backward where the loop trained), or the VAE
+    decodes."""
     e = backbone.encode_prompts(PROMPTS[:1])
     n, c = backbone.packed_shape(h, w)
     start = time.perf_counter()
-    for ev in events:
-        if ev[0] == "forward":
+    for ev in (ev for ev in events if ev[0] == kind):
+        if kind == "forward":
             b, grad = ev[1], ev[2]
             x, sigma, emb = torch.randn(b, n, c), torch.full((b,), 0.5), e.select([0] * b)
             if grad:
@@ -66,7 +72,7 @@ def replay(backbone, velocity_fn, decode_fn, events, h, w, decodes=False) -> flo
             else:
                 with torch.no_grad():
                     velocity_fn(x, sigma, emb, h, w)
-        elif decodes:
+        else:
             with torch.no_grad():
                 decode_fn(torch.randn(ev[1], n, c), h, w)
     backbone.transformer.zero_grad(set_to_none=True)
@@ -80,44 +86,36 @@ def bench(model, method, iterations, lockstep=True, **method_kw):
            "optim": {"lr": 1e-5}, "rewards": {"names": ["bench_brightness"]},
            "method": {"group_size": 8, "num_steps": 16, **method_kw}}
     tr = Trainer(resolve(raw, method), tempfile.mkdtemp(), progress=False)
-    if not lockstep:
-        import egrpo.trainer as trainer_mod
-        from egrpo.rollout import sample_iteration
-
-        trainer_mod.sample_iteration = lambda *a, **k: sample_iteration(*a, **k, lockstep=False)
     events, velocity_fn, decode_fn = recorder(tr.backbone)
-    tr.step(0)  # warm-up
-    rows = []
-    for it in range(1, iterations + 1):
-        events.clear()
-        t0 = time.perf_counter()
-        row = tr.step(it)
-        total = time.perf_counter() - t0
-        rows.append((row, total, list(events)))
-    if not lockstep:
-        import egrpo.trainer as trainer_mod
-        from egrpo.rollout import sample_iteration
-
-        trainer_mod.sample_iteration = sample_iteration
-    measured = sum(t for _, t, _ in rows)
-    expected = sum(replay(tr.backbone, velocity_fn, decode_fn, ev, 32, 32) for _, _, ev in rows)
-    with_decode = sum(replay(tr.backbone, velocity_fn, decode_fn, ev, 32, 32, decodes=True) for _, _, ev in rows)
+    unbatched = lambda *a, **k: sample_iteration(*a, **k, lockstep=False)  # noqa: E731
+    rows = []  # (log row, measured s, replayed forwards s, replayed decodes s, events) per iteration
+    with mock.patch.object(trainer_mod, "sample_iteration", sample_iteration if lockstep else unbatched):
+        tr.step(0)  # warm-up
+        for it in range(1, iterations + 1):
+            events.clear()
+            t0 = time.perf_counter()
+            row = tr.step(it)
+            total = time.perf_counter() - t0
+            ev = list(events)  # replayed right away, so machine-speed drift hits both sides alike
+            rows.append((row, total, replay(tr.backbone, velocity_fn, decode_fn, ev, 32, 32),
+                         replay(tr.backbone, velocity_fn, decode_fn, ev, 32, 32, "decode"), ev))
     k = len(rows)
-    mean = lambda key: sum(r[key] for r, _, _ in rows) / k  # noqa: E731
+    mean = lambda key: sum(r[0][key] for r in rows) / k  # noqa: E731
     return {
         "sampling_s": mean("time/sampling"), "reward_s": mean("time/reward"), "training_s": mean("time/training"),
-        "rest_s": measured / k - mean("time/sampling") - mean("time/reward") - mean("time/training"),
-        "total_s": measured / k, "passes": mean("passes/sampling") + mean("passes/training"),
-        "forward_calls": sum(ev[0] == "forward" for _, _, evs in rows for ev in evs) / k,
-        "ratio": measured / expected, "decode_s": (with_decode - expected) / k,
-        "ratio_with_decode": measured / with_decode,
+        "rest_s": sum(r[1] for r in rows) / k - mean("time/sampling") - mean("time/reward") - mean("time/training"),
+        "total_s": sum(r[1] for r in rows) / k, "passes": mean("passes/sampling") + mean("passes/training"),
+        "forward_calls": sum(e[0] == "forward" for r in rows for e in r[4]) / k,
+        "decode_s": sum(r[3] for r in rows) / k,
+        "ratio": statistics.median(t / f for _, t, f, _, _ in rows),
+        "ratio_with_decode": statistics.median(t / (f + d) for _, t, f, d, _ in rows),
     }
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default=None, help="a Flux-format directory (default: a fresh tiny one)")
-    p.add_argument("--iterations", type=int, default=3)
+    p.add_argument("--iterations", type=int, default=5)
     p.add_argument("--threads", type=int, default=1, help="torch threads (the DAG runs each job on one)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
