@@ -33,6 +33,7 @@ class ModelConfig(_Strict):
     lora_rank: int = Field(0, ge=0, description="0 = full fine-tuning")
     lora_alpha: float | None = Field(None, gt=0)
     gradient_checkpointing: bool = False
+    decode_batch: int | None = Field(16, ge=1, description="images per VAE decode call (None: all at once)")
 
 
 class OptimConfig(_Strict):

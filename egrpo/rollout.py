@@ -92,8 +92,7 @@ def sample_iteration(backbone: FluxBackbone, plan: IterationPlan, prompts: list[
 
     finals = [[lane.x] if not r.tails else [t.x for t in ts] for (_, _, r, lane), ts in zip(heads, tails)]
     flat = torch.cat([x for fs in finals for x in fs])
-    step = max_batch or len(flat)
-    images = torch.cat([backbone.decode(flat[k:k + step], height, width) for k in range(0, len(flat), step)])
+    images = backbone.decode(flat, height, width)  # chunked by the backbone's decode_batch
     out, pos = [], 0
     for (pid, e, r, lane), fs in zip(heads, finals):
         imgs = []

@@ -28,7 +28,7 @@ from .prompts import load_prompts
 from .rewards import build_reward, score
 from .rollout import sample_iteration, train_units
 from .sde import sde_step
-from .seeding import generator
+from .seeding import derive_seed, generator
 
 
 class Trainer:
@@ -44,9 +44,11 @@ class Trainer:
         self.prompts = load_prompts(cfg.train.prompts)
         m = cfg.model
         self.backbone = backbone or FluxBackbone.from_pretrained(
-            m.path, device=self.device, dtype=m.dtype, guidance=m.guidance, max_sequence_length=m.max_sequence_length)
+            m.path, device=self.device, dtype=m.dtype, guidance=m.guidance, max_sequence_length=m.max_sequence_length,
+            decode_batch=m.decode_batch)
         self.backbone.enable_training(lora_rank=m.lora_rank or None, lora_alpha=m.lora_alpha,
-                                      gradient_checkpointing=m.gradient_checkpointing)
+                                      gradient_checkpointing=m.gradient_checkpointing,
+                                      init_seed=derive_seed(cfg.name, cfg.method.name, cfg.seed, "lora_init"))
         self.model = dist.wrap(self.backbone.transformer, cfg.train.parallel, self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         o = cfg.optim

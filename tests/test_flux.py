@@ -38,6 +38,14 @@ def test_encode_pack_velocity_decode_shapes(backbone):
     assert img.shape == (2, 3, 64, 64) and img.min() >= 0 and img.max() <= 1
 
 
+def test_decode_in_chunks_equals_one_call(backbone, monkeypatch):
+    x = torch.randn(7, *backbone.packed_shape(32, 32))
+    monkeypatch.setattr(backbone, "decode_batch", None)
+    whole = backbone.decode(x, 32, 32)
+    monkeypatch.setattr(backbone, "decode_batch", 3)  # chunks of 3, 3 and 1
+    torch.testing.assert_close(backbone.decode(x, 32, 32), whole)
+
+
 def test_prompt_and_guidance_change_velocity(backbone):
     e = backbone.encode_prompts(["a red circle", "a blue square"])
     x = torch.randn(1, *backbone.packed_shape(64, 64)).expand(2, -1, -1)

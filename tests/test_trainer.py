@@ -99,3 +99,15 @@ def test_nan_reward_stops_naming_iteration_and_keeps_checkpoint(tiny_flux_dir, t
         tr.train()
     ck = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
     assert ck["iteration"] == 2 and not (tmp_path / "checkpoints" / "last.pt.tmp").exists()
+
+
+def test_lora_init_depends_on_the_run_seed_only(tiny_flux_dir, tmp_path):
+    """peft draws LoRA's init from the global RNG; the trainer seeds it from (name, method, seed), so
+    two runs of one config in one process start alike and other seeds start elsewhere."""
+    def init(seed, out):
+        tr = _trainer(tiny_flux_dir, tmp_path / out, "egrpo", model={"lora_rank": 4}, seed=seed)
+        return [p.detach().clone() for p in tr.params]
+
+    a, b, other = init(0, "a"), init(0, "b"), init(1, "c")
+    assert len(a) > 0 and all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, other))
