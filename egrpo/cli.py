@@ -24,23 +24,33 @@ def _entropy(args) -> None:
 
 
 def _train(args) -> None:
-    """Train one method with one seed: `egrpo train --config FILE --method M --seed N --out DIR`."""
+    """Train one method, one seed after another: `egrpo train --config FILE --method M --seed N [N ...] --out DIR`.
+
+    Paths may hold `{seed}`; with several seeds they must. One process for several seeds pays the
+    library imports (~9 s on CPU) once, which the default world's short runs notice.
+    """
     from .checkpoint import load_trained
     from .config import load_config
     from .trainer import Trainer
 
     if args.evaluate and not args.eval_out:
         raise SystemExit("egrpo train: --evaluate needs --eval-out")
-    cfg = load_config(args.config, args.method, args.seed, args.set, section=args.section)
-    trainer = Trainer(cfg, args.out, progress=not args.no_progress)
-    final = trainer.train()
-    if trainer.rank == 0:
-        print(f"trained weights: {final}")
-    if args.evaluate:  # in the same process: saves a process start per run (see eval.with_training)
-        protocol = _read_protocol(args.evaluate)
-        backbone = load_trained(Path(args.out) / "final", device=trainer.device,
-                                max_sequence_length=protocol["max_sequence_length"])
-        _evaluate_backbone(backbone, protocol, args.eval_out, args.eval_images)
+    seeds = args.seed or [None]  # None: the config's own seed
+    paths = {"--out": args.out, "--eval-out": args.eval_out, "--eval-images": args.eval_images}
+    shared = [flag for flag, path in paths.items() if path and "{seed}" not in path]
+    if len(seeds) > 1 and shared:
+        raise SystemExit(f"egrpo train: with several seeds {', '.join(shared)} must contain {{seed}}")
+    for seed in seeds:
+        cfg = load_config(args.config, args.method, seed, args.set, section=args.section)
+        out, eval_out, eval_images = (p.replace("{seed}", str(cfg.seed)) if p else p for p in paths.values())
+        trainer = Trainer(cfg, out, progress=not args.no_progress)
+        final = trainer.train()
+        if trainer.rank == 0:
+            print(f"trained weights: {final}", flush=True)
+        if args.evaluate:  # in the same process: saves a process start per run (see eval.with_training)
+            protocol = _read_protocol(args.evaluate)
+            backbone = load_trained(final, device=trainer.device, max_sequence_length=protocol["max_sequence_length"])
+            _evaluate_backbone(backbone, protocol, eval_out, eval_images)
 
 
 def _world_build(args) -> None:
@@ -191,8 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help=_train.__doc__)
     t.add_argument("--config", required=True)
     t.add_argument("--method", required=True, choices=METHODS)
-    t.add_argument("--seed", type=int, default=None)
-    t.add_argument("--out", required=True)
+    t.add_argument("--seed", type=int, nargs="+", default=None, help="one or more seeds, trained in turn")
+    t.add_argument("--out", required=True, help="run directory; may hold {seed}")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--section", default=None, help="read the run config from this top-level key of FILE")

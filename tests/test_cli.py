@@ -45,6 +45,39 @@ def test_train_then_evaluate_matches_a_separate_evaluation(tiny_flux_dir, tmp_pa
     assert (tmp_path / "fused.summary.csv").is_file()
 
 
+def test_several_seeds_in_one_process_equal_separate_runs(tiny_flux_dir, tmp_path):
+    """`--seed 0 1` (the default DAG's job per configuration) trains and evaluates each seed exactly as
+    a process of its own would; paths take {seed}."""
+    import json
+
+    import pandas as pd
+    import torch
+    from safetensors.torch import load_file
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_run_config(tiny_flux_dir, "egrpo", train={"iterations": 1},
+                                                  model={"lora_rank": 4})))
+    (tmp_path / "p.txt").write_text("a red circle\na cat\n")
+    protocol = tmp_path / "eval.json"
+    protocol.write_text(json.dumps({"prompts": str(tmp_path / "p.txt"), "metrics": {"hps": {"reward": "brightness"}},
+                                    "sampler": {"num_steps": 3, "height": 32, "width": 32}, "max_sequence_length": 16}))
+    train = ("train", "--config", str(cfg), "--method", "egrpo", "--no-progress", "--evaluate", str(protocol))
+    r = _cli(*train, "--seed", "0", "1", "--out", str(tmp_path / "both" / "seed{seed}"),
+             "--eval-out", str(tmp_path / "both" / "seed{seed}.csv"))
+    assert r.returncode == 0, r.stderr
+    r = _cli(*train, "--seed", "1", "--out", str(tmp_path / "solo"), "--eval-out", str(tmp_path / "solo.csv"))
+    assert r.returncode == 0, r.stderr
+
+    weights = lambda run: load_file(str(tmp_path / run / "final" / "trainable.safetensors"))  # noqa: E731
+    together, alone, seed0 = weights("both/seed1"), weights("solo"), weights("both/seed0")
+    assert together.keys() == alone.keys() and all(torch.equal(together[k], alone[k]) for k in alone)
+    assert not all(torch.equal(seed0[k], alone[k]) for k in alone)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "both" / "seed1.csv"), pd.read_csv(tmp_path / "solo.csv"))
+
+    r = _cli(*train, "--seed", "0", "1", "--out", str(tmp_path / "x"), "--eval-out", str(tmp_path / "x.csv"))
+    assert r.returncode != 0 and "--out, --eval-out must contain {seed}" in r.stderr
+
+
 def test_config_errors_are_one_line_naming_the_key(tiny_flux_dir, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(tiny_run_config(tiny_flux_dir, "egrpo")))

@@ -33,9 +33,9 @@ def job_counts(output: str) -> dict[str, int]:
 def test_dry_run_default_config(tmp_path):
     counts = job_counts(smk(tmp_path, "-n", "--workflow-profile", "none", "--configfile",
                             str(ROOT / "config/config.yaml")).stdout)
-    # 2 settings x 3 methods x 2 seeds + 10 E-GRPO ablation variants x 2 seeds; each train job also
-    # evaluates its run (eval.with_training)
-    assert counts["train"] == 32 and "evaluate_run" not in counts
+    # 2 settings x 3 methods + 10 E-GRPO ablation variants, each job training both seeds (group_seeds)
+    # and evaluating its runs (eval.with_training)
+    assert counts["train"] == 16 and "evaluate_run" not in counts
     assert counts["world_build"] == 1 and counts["world_pretrain"] == 1 and counts["evaluate_base"] == 1
     assert counts["tables"] == 1 and counts["figures"] == 1
 
@@ -117,11 +117,11 @@ def test_end_to_end_tiny_config_writes_every_table_and_figure(tiny_dag):
 
 def test_killed_train_job_resumes_from_checkpoint(tiny_dag):
     """Kill a running train job (as a SLURM time limit or Ctrl-C would), start Snakemake again: the job
-    resumes from its last checkpoint instead of starting over."""
+    resumes each of its seeds from its last checkpoint instead of starting over."""
     cfg = (ROOT / ".test/config.yaml").read_text().replace("iterations: 2", "iterations: 100")
     (tiny_dag / "long.yaml").write_text(cfg)
     target = "results/runs/hps/dancegrpo/main/seed1/final/meta.json"
-    run_dir = tiny_dag / "results/runs/hps/dancegrpo/main/seed1"
+    run_dir = tiny_dag / "results/runs/hps/dancegrpo/main/seed0"  # the job's first seed: killed in its run
     shutil.rmtree(run_dir)
     cmd = SNAKEMAKE + ["--directory", str(tiny_dag), target, "--cores", "1", "--workflow-profile", "none",
                        "--configfile", str(tiny_dag / "long.yaml")]
@@ -141,9 +141,11 @@ def test_killed_train_job_resumes_from_checkpoint(tiny_dag):
         f"the killed job finished anyway ({rows} iterations logged):\n"
         + (tiny_dag / "killed_run.out").read_text()[-3000:])
     smk(tiny_dag, target, "--cores", "1", "--workflow-profile", "none", "--configfile", str(tiny_dag / "long.yaml"))
-    log = (tiny_dag / "logs/train/hps/dancegrpo/main/seed1.log").read_text()
+    log = (tiny_dag / "logs/train/hps/dancegrpo/main/seeds.log").read_text()
     assert "resuming from the checkpoint at iteration" in log
-    assert len((run_dir / "final" / "log.jsonl").read_text().splitlines()) == 100
+    for seed in (0, 1):
+        done = tiny_dag / f"results/runs/hps/dancegrpo/main/seed{seed}/final/log.jsonl"
+        assert len(done.read_text().splitlines()) == 100
 
 
 def test_report_holds_tables_and_figures(tiny_dag):

@@ -72,9 +72,10 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-RUN_META = "results/runs/{setting}/{method}/{variant}/seed{seed}/final/meta.json"
-RUN_WEIGHTS = "results/runs/{setting}/{method}/{variant}/seed{seed}/final/trainable.safetensors"
-RUN_LOG = "results/runs/{setting}/{method}/{variant}/seed{seed}/final/log.jsonl"
+RUN_DIR = "results/runs/{setting}/{method}/{variant}/seed{seed}"
+RUN_META = RUN_DIR + "/final/meta.json"
+RUN_WEIGHTS = RUN_DIR + "/final/trainable.safetensors"
+RUN_LOG = RUN_DIR + "/final/log.jsonl"
 EVAL_CSV = "results/eval/{setting}/{method}/{variant}/seed{seed}.csv"
 EVAL_SUMMARY = "results/eval/{setting}/{method}/{variant}/seed{seed}.summary.csv"
 EVAL_IMAGES = "results/eval/{setting}/{method}/{variant}/seed{seed}_images"
@@ -99,9 +100,24 @@ def expand_runs(pattern, runs=None):
     return [pattern.format(setting=s, method=m, variant=v, seed=seed) for s, m, v, seed in (runs or RUNS)]
 
 
-def run_dir(wildcards, output):
-    """results/runs/{setting}/{method}/{variant}/seed{seed}: the training run's directory."""
-    return str(Path(output.final).parent.parent)
+# group_seeds: one train job per (setting, method, variant) trains every seed in one process
+GROUP_SEEDS = config.get("group_seeds", False)
+TRAIN_JOB = "{setting}/{method}/{variant}/" + ("seeds" if GROUP_SEEDS else "seed{seed}")
+
+
+def train_outputs(pattern):
+    """A train job's outputs of a run pattern: its own seed's, or every seed's when it trains them all."""
+    return expand(pattern, seed=SEEDS, allow_missing=True) if GROUP_SEEDS else pattern
+
+
+def job_path(pattern, wildcards):
+    """A run pattern filled from a train job's wildcards; `{seed}` is left for `egrpo train` to fill
+    when the job trains every seed."""
+    return pattern.format(**{"seed": "{seed}", **dict(wildcards.items())})
+
+
+def train_seeds(wildcards):
+    return " ".join(SEEDS) if GROUP_SEEDS else wildcards.seed
 
 
 def run_of(wildcards, input):
@@ -150,13 +166,15 @@ def eval_in_train(kind):
         return {}
     if kind == "input":
         return {"protocol": EVAL_PROTOCOL, "test_prompts": prompt_inputs("test"), "metrics": metric_inputs()}
-    return {"csv": EVAL_CSV, "summary": EVAL_SUMMARY, "images": directory(EVAL_IMAGES)}
+    return {"csv": train_outputs(EVAL_CSV), "summary": train_outputs(EVAL_SUMMARY),
+            "images": [directory(p) for p in train_outputs(EVAL_IMAGES)] if GROUP_SEEDS else directory(EVAL_IMAGES)}
 
 
-def eval_in_train_flags(wildcards, output):
+def eval_in_train_flags(wildcards):
     if not EVAL_WITH_TRAINING:
         return ""
-    return f"--evaluate {EVAL_PROTOCOL} --eval-out {output.csv} --eval-images {output.images}"
+    return (f"--evaluate {EVAL_PROTOCOL} --eval-out {job_path(EVAL_CSV, wildcards)} "
+            f"--eval-images {job_path(EVAL_IMAGES, wildcards)}")
 
 
 TABLES = [f"table1_{s}" for s in config["settings"]] + ["table2_merge", "table3_steps", "table4_tau"]

@@ -25,8 +25,9 @@ rule eval_config:
 
 
 rule train:
-    """One training run. Checkpoints live in the run's checkpoints/ folder, outside the declared outputs, so a
-    killed or preempted job resumes from its last checkpoint when Snakemake starts it again. With
+    """One training run, or with group_seeds every seed of one (setting, method, variant) in turn.
+    Checkpoints live in each run's checkpoints/ folder, outside the declared outputs, so a killed or
+    preempted job resumes from its last checkpoint when Snakemake starts it again. With
     eval.with_training it also evaluates the final model (the evaluate_run rule's outputs)."""
     input:
         config="results/configs/training.yaml",
@@ -34,24 +35,25 @@ rule train:
         prompts=prompt_inputs("train"),
         **eval_in_train("input"),
     output:
-        final=RUN_META,
-        weights=RUN_WEIGHTS,
-        log=RUN_LOG,
+        final=train_outputs(RUN_META),
+        weights=train_outputs(RUN_WEIGHTS),
+        log=train_outputs(RUN_LOG),
         **eval_in_train("output"),
     log:
-        "logs/train/{setting}/{method}/{variant}/seed{seed}.log",
+        f"logs/train/{TRAIN_JOB}.log",
     benchmark:
-        "benchmarks/train/{setting}/{method}/{variant}/seed{seed}.tsv"
+        f"benchmarks/train/{TRAIN_JOB}.tsv"
     threads: 1
     resources:
         gpu=GPUS["train"],
     conda:
         "../envs/egrpo.yaml"
     params:
-        out=run_dir,
+        out=lambda wildcards: job_path(RUN_DIR, wildcards),
+        seeds=train_seeds,
         launcher=train_launcher(),
         sets=train_overrides,
         evaluate=eval_in_train_flags,
     shell:
         "{params.launcher} -m egrpo train --config {input.config} --method {wildcards.method} "
-        "--seed {wildcards.seed} --out {params.out} {params.sets} {params.evaluate} --no-progress > {log} 2>&1"
+        "--seed {params.seeds} --out {params.out} {params.sets} {params.evaluate} --no-progress > {log} 2>&1"
