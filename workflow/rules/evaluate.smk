@@ -41,6 +41,7 @@ rule evaluate_base:
     benchmark:
         "benchmarks/eval/base.tsv"
     threads: 1
+    priority: 1  # short: run it beside the training jobs, not after the last one
     resources:
         gpu=GPUS["eval"],
     conda:
@@ -77,6 +78,7 @@ rule qualitative_images:
     benchmark:
         "benchmarks/qualitative_images.tsv"
     threads: 1
+    priority: 1  # short: run it beside the training jobs, not after the last one
     resources:
         gpu=GPUS["eval"],
     conda:
@@ -102,6 +104,7 @@ rule variance:
     benchmark:
         "benchmarks/variance.tsv"
     threads: 1
+    priority: 1  # short: run it beside the training jobs, not after the last one
     resources:
         gpu=GPUS["eval"],
     conda:

@@ -11,6 +11,7 @@ if WORLD:
         benchmark:
             "benchmarks/world_build.tsv"
         threads: 1
+        priority: 10  # the critical path: every other job waits on the world
         conda:
             "../envs/egrpo.yaml"
         params:
@@ -28,6 +29,7 @@ if WORLD:
         benchmark:
             "benchmarks/world_pretrain.tsv"
         threads: 8  # Snakemake caps it at --cores
+        priority: 10
         conda:
             "../envs/egrpo.yaml"
         params:
