@@ -9,8 +9,10 @@ transformer calls alone (same batch shapes, same order, random inputs; forward o
 forward+backward where the loop trained), measured in the same run; ratio+decode also replays the
 VAE decodes (E-GRPO decodes every branch of every active step, 8x the images of DanceGRPO). Each
 iteration is replayed right after it runs; the ratios are medians over iterations. E-GRPO is also
-run with its lanes unbatched (lockstep off) to show what batching branches and tails buys. Prints
-ratios, never compares with fixed times.
+run with its lanes unbatched (lockstep off) to show what batching branches and tails buys; and its
+256 images an iteration are decoded in one VAE call and in chunks of model.decode_batch, alternating
+(timings on a shared machine drift over minutes; interleaving cancels it). Prints ratios, never
+compares with fixed times.
 """
 
 from __future__ import annotations
@@ -136,6 +138,28 @@ def main():
         print(f"{label:26s} {r['total_s']:8.3f} {r['sampling_s']:7.3f} {r['reward_s']:7.3f} {r['training_s']:7.3f} "
               f"{r['rest_s']:6.3f} {r['passes']:7.0f} {r['forward_calls']:6.0f} {r['ratio']:6.2f} "
               f"{r['decode_s']:7.3f} {r['ratio_with_decode']:12.2f}")
+    chunk, speedup = decode_chunking(model)
+    print(f"VAE decode of E-GRPO's 256 images: one call takes {speedup:.2f}x the time of chunks of {chunk} "
+          f"(median of 8 interleaved rounds)")
+
+
+def decode_chunking(model, n_images=256, rounds=8):
+    """Median over interleaved rounds of (one decode call) / (chunks of decode_batch), same latents."""
+    from egrpo.flux import FluxBackbone
+
+    bb = FluxBackbone.from_pretrained(model, max_sequence_length=16)
+    x = torch.randn(n_images, *bb.packed_shape(32, 32))
+    chunk = bb.decode_batch
+    ratios = []
+    for _ in range(rounds):
+        times = []
+        for batch in (None, chunk):
+            bb.decode_batch = batch
+            t0 = time.perf_counter()
+            bb.decode(x, 32, 32)
+            times.append(time.perf_counter() - t0)
+        ratios.append(times[0] / times[1])
+    return chunk, statistics.median(ratios)
 
 
 if __name__ == "__main__":

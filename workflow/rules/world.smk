@@ -11,7 +11,7 @@ if WORLD:
         benchmark:
             "benchmarks/world_build.tsv"
         threads: 1
-        priority: 10  # the critical path: every other job waits on the world
+        priority: 10  # first: the pretraining that follows needs every core, and all else waits on both
         conda:
             "../envs/egrpo.yaml"
         params:
@@ -29,7 +29,6 @@ if WORLD:
         benchmark:
             "benchmarks/world_pretrain.tsv"
         threads: 8  # Snakemake caps it at --cores
-        priority: 10
         conda:
             "../envs/egrpo.yaml"
         params:
