@@ -9,8 +9,10 @@ single blocks, 24 heads of 128, joint dim 4096, pooled 768, guidance embedding),
 (2025 packed latent tokens), 512 text tokens, bf16. Reports forward and forward+backward time per
 sample, model FLOPs utilisation against the card's bf16 dense peak, peak memory of a LoRA step and
 (estimated from a measured block, as a full 12B step needs FSDP over 8 GPUs) of a full fine-tuning
-step per GPU, and the wall time of one E-GRPO iteration (G = 12, 8 active steps, merge lengths
-1,1,2,2,2,3,3,3, granularities 1 and 2) with LoRA rank 128.
+step per GPU, and one E-GRPO iteration (G = 12, 8 active steps, merge lengths 1,1,2,2,2,3,3,3,
+granularities 1 and 2, LoRA rank 128) run by egrpo's own Trainer on a pipeline of FLUX.1-dev's
+transformer and VAE sizes: its wall time split into sampling, reward and training, its transformer
+passes and its peak memory. One iteration, no warm-up: the first CUDA calls are in it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import json
 import math
 import os
+import tempfile
 import time
 
 import torch
@@ -66,6 +69,60 @@ def inputs(cfg, b, img_tokens, txt_tokens, device, dtype):
         img_ids=FluxPipeline._prepare_latent_image_ids(1, side, side, device, dtype),
         return_dict=False,
     )
+
+
+def flux_pipeline(device, dtype, tiny: bool):
+    """A FluxPipeline of FLUX.1-dev's transformer and VAE widths (random weights, built in `dtype` on
+    `device`) with one-layer text encoders of FLUX's output widths: prompt embeddings are computed
+    once per prompt, outside the iteration, so the encoders' depth does not matter here."""
+    from egrpo.tiny_flux import TinyFluxSpec, build_tiny_flux
+
+    spec = TinyFluxSpec(max_text_len=16) if tiny else TinyFluxSpec(
+        max_text_len=512, text_dim=4096, clip_dim=768, latent_channels=16, vae_channels=(128, 256, 512, 512),
+        num_layers=19, num_single_layers=38, num_heads=24, head_dim=128, axes_dims_rope=(16, 56, 56))
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # 12B parameters built in bf16 directly: 24 GB, not 48 + 24
+    try:
+        with torch.device(device):
+            return build_tiny_flux(spec), spec
+    finally:
+        torch.set_default_dtype(default)
+
+
+def egrpo_iteration(device, dtype, tiny: bool) -> dict:
+    """Wall time, passes and peak memory of one E-GRPO iteration at paper settings on one GPU (1 prompt,
+    G = 12, T = 16, tau 2.2, first 8 steps, granularities 1 and 2, LoRA rank 128, 720x720)."""
+    from egrpo.config import resolve
+    from egrpo.flux import FluxBackbone
+    from egrpo.trainer import Trainer
+
+    pipe, spec = flux_pipeline(device, dtype, tiny)
+    side = 64 if tiny else 720
+    raw = {"name": "gpu-bench",
+           "model": {"path": "(in memory)", "height": side, "width": side, "max_sequence_length": spec.max_text_len,
+                     "device": str(device), "lora_rank": 8 if tiny else 128, "gradient_checkpointing": True,
+                     "decode_batch": 8},
+           "train": {"prompts": ["a papaya fruit dressed as a sailor"], "iterations": 1, "prompts_per_iteration": 1,
+                     "checkpoint_every": 1000, "micro_batch": 4, "sample_batch": 24},
+           "optim": {"lr": 2e-6}, "rewards": {"names": ["brightness"]},
+           "method": {"group_size": 4 if tiny else 12, "num_steps": 16, "tau": 2.2, "active": "first8",
+                      "granularities": [1, 2]}}
+    backbone = FluxBackbone(pipe, device=device, dtype=dtype, max_sequence_length=spec.max_text_len)
+    trainer = Trainer(resolve(raw, "egrpo"), tempfile.mkdtemp(), backbone=backbone, progress=False)
+    trainer.embeds(0)  # the prompt's text embedding: computed once per prompt, not per iteration
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    row = trainer.step(0)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    out = {"egrpo_iteration_s": time.perf_counter() - t0, "egrpo_sampling_s": row["time/sampling"],
+           "egrpo_reward_s": row["time/reward"], "egrpo_training_s": row["time/training"],
+           "egrpo_sampling_passes": row["passes/sampling"], "egrpo_training_passes": row["passes/training"]}
+    if device.type == "cuda":
+        out["egrpo_iteration_peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return out
 
 
 def main():
@@ -131,41 +188,11 @@ def main():
     res["full_ft_sharded_state_gib_per_gpu_8"] = 16 * n_params / 8 / 2**30
     res["full_ft_bf16_params_gib_unsharded"] = 2 * n_params / 2**30
 
-    # ---- one E-GRPO iteration, G = 12, LoRA: anchor (16 steps) + 8 active steps x 12 branches x
-    # (merged SDE step + stride-1 and stride-2 ODE tails), lockstep batching, then 8 trained transitions
-    from egrpo.merge import merge_lengths
-    from egrpo.schedule import shifted_sigmas
-
-    sig = shifted_sigmas(16, 3.0)
-    lengths = merge_lengths(sig, range(8), tau=2.2, eta=0.7)
-    rows_per_step = [0] * 17
-    rows_per_step[:16] = [1] * 16  # the anchor
-    for n, l in enumerate(lengths):
-        rows_per_step[n] += 12
-        for stride in (1, 2):  # both tails start from the same latent: their first step is shared
-            k = n + l if stride == 1 else n + l + stride
-            while k < 16:
-                rows_per_step[k] += 12
-                k += stride
-    sample_calls = [r for r in rows_per_step if r]
-    max_batch = 24 if not args.tiny else 1000
-    t0 = time.perf_counter()
-    with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
-        for rows in sample_calls:
-            for lo in range(0, rows, max_batch):
-                model(**inputs(cfg, min(max_batch, rows - lo), img_tokens, txt_tokens, device, dtype))
+    # ---- one E-GRPO iteration through egrpo's own Trainer (plan, lockstep sampler, rewards, update)
+    del model, opt, lora, x
     if device.type == "cuda":
-        torch.cuda.synchronize()
-    t1 = time.perf_counter()
-    for _ in range(8):  # one forward+backward per active step serves its 12 branches
-        with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
-            model(**inputs(cfg, 1, img_tokens, txt_tokens, device, dtype))[0].float().square().mean().backward()
-    opt.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t2 = time.perf_counter()
-    res.update(egrpo_sampling_passes=sum(sample_calls), egrpo_sampling_s=t1 - t0, egrpo_training_s=t2 - t1,
-               egrpo_iteration_s=t2 - t0)
+        torch.cuda.empty_cache()
+    res.update(egrpo_iteration(device, dtype, args.tiny))
     print(json.dumps(res, indent=2))
     with open(os.path.join(args.out, "gpu_flux.json"), "w") as f:
         json.dump(res, f, indent=2)

@@ -82,6 +82,19 @@ def test_lora_and_full_trainable_parameters(tiny_flux_dir):
     assert all(p.grad is None for p in lora.transformer.parameters() if not p.requires_grad)
 
 
+def test_lora_on_a_bf16_base_keeps_it_bf16_and_trains_fp32_adapters(tiny_flux_dir):
+    """LoRA on FLUX.1-dev: the frozen 12B base stays in bf16 (half the memory of fp32 master
+    weights); the adapters are fp32 and get fp32 gradients. Full fine-tuning gets fp32 weights."""
+    lora = FluxBackbone.from_pretrained(tiny_flux_dir, dtype="bf16").enable_training(lora_rank=4)
+    dtypes = {("lora_" in n, p.dtype) for n, p in lora.transformer.named_parameters()}
+    assert dtypes == {(False, torch.bfloat16), (True, torch.float32)}
+    e = lora.encode_prompts(["a cat"])
+    lora.velocity(torch.randn(2, *lora.packed_shape(64, 64)), 0.5, e, 64, 64).square().mean().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in lora.trainable_parameters())
+    full = FluxBackbone.from_pretrained(tiny_flux_dir, dtype="bf16").enable_training()
+    assert {p.dtype for p in full.trainable_parameters()} == {torch.float32}
+
+
 def test_missing_directory_error_names_path(tmp_path):
     with pytest.raises(WeightsMissingError, match=str(tmp_path / "nope")) as err:
         FluxBackbone.from_pretrained(tmp_path / "nope")
