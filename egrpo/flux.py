@@ -209,7 +209,7 @@ class FluxBackbone:
 
         Chunking bounds the decoder's activation memory (FLUX.1-dev's full-resolution blocks hold
         hundreds of MB an image at 720x720) and on CPU keeps them in cache: 256 world images decode
-        2x faster in chunks of 16-48 than in one call (benchmarks/README.md)."""
+        1.6x faster in chunks of 16 than in one call (benchmarks/README.md)."""
         vae = self.pipe.vae
         latents = self.unpack(packed.to(self.dtype), height, width)
         latents = latents / vae.config.scaling_factor + vae.config.shift_factor
