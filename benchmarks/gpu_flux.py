@@ -125,6 +125,11 @@ def egrpo_iteration(device, dtype, tiny: bool) -> dict:
     return out
 
 
+def save(res: dict, out: str) -> None:
+    with open(os.path.join(out, "gpu_flux.json"), "w") as f:
+        json.dump(res, f, indent=2)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--tiny", action="store_true")
@@ -192,10 +197,10 @@ def main():
     del model, opt, lora, x
     if device.type == "cuda":
         torch.cuda.empty_cache()
+    save(res, args.out)  # kept if the iteration below runs past the machine's time limit
     res.update(egrpo_iteration(device, dtype, args.tiny))
+    save(res, args.out)
     print(json.dumps(res, indent=2))
-    with open(os.path.join(args.out, "gpu_flux.json"), "w") as f:
-        json.dump(res, f, indent=2)
 
 
 if __name__ == "__main__":
