@@ -29,12 +29,11 @@ def _train(args) -> None:
     Paths may hold `{seed}`; with several seeds they must. One process for several seeds pays the
     library imports (~9 s on CPU) once, which the default world's short runs notice.
     """
-    from .checkpoint import load_trained
     from .config import load_config
-    from .trainer import Trainer
 
     if args.evaluate and not args.eval_out:
         raise SystemExit("egrpo train: --evaluate needs --eval-out")
+    protocol = _read_protocol(args.evaluate) if args.evaluate else None  # a bad file fails before training
     seeds = args.seed or [None]  # None: the config's own seed
     paths = {"--out": args.out, "--eval-out": args.eval_out, "--eval-images": args.eval_images}
     shared = [flag for flag, path in paths.items() if path and "{seed}" not in path]
@@ -43,14 +42,25 @@ def _train(args) -> None:
     for seed in seeds:
         cfg = load_config(args.config, args.method, seed, args.set, section=args.section)
         out, eval_out, eval_images = (p.replace("{seed}", str(cfg.seed)) if p else p for p in paths.values())
-        trainer = Trainer(cfg, out, progress=not args.no_progress)
-        final = trainer.train()
-        if trainer.rank == 0:
-            print(f"trained weights: {final}", flush=True)
-        if args.evaluate:  # in the same process: saves a process start per run (see eval.with_training)
-            protocol = _read_protocol(args.evaluate)
-            backbone = load_trained(final, device=trainer.device, max_sequence_length=protocol["max_sequence_length"])
-            _evaluate_backbone(backbone, protocol, eval_out, eval_images)
+        _train_run(cfg, out, not args.no_progress, protocol, eval_out, eval_images)
+
+
+def _train_run(cfg, out: str, progress: bool, protocol: dict | None, eval_out: str | None,
+               eval_images: str | None) -> None:
+    """One run, then (with a protocol) its evaluation in the same process; its models are freed on
+    return, before the next seed's are loaded."""
+    from .checkpoint import load_trained
+    from .trainer import Trainer
+
+    trainer = Trainer(cfg, out, progress=progress)
+    final = trainer.train()
+    if trainer.rank == 0:
+        print(f"trained weights: {final}", flush=True)
+    if protocol is not None:  # saves a process start per run (see eval.with_training)
+        device = trainer.device
+        del trainer  # the trained weights are on disk; do not hold two models at once
+        backbone = load_trained(final, device=device, max_sequence_length=protocol["max_sequence_length"])
+        _evaluate_backbone(backbone, protocol, eval_out, eval_images)
 
 
 def _world_build(args) -> None:

@@ -40,6 +40,7 @@ DEFAULT_LORA_TARGETS = (
     "to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
     "proj_mlp", "proj_out",
 )
+DECODE_BATCH = 16  # images per VAE decode call (ModelConfig.decode_batch has the same default)
 
 
 def check_flux_dir(path: str | Path, hint: str = FLUX_DEV_HINT) -> Path:
@@ -95,7 +96,7 @@ class FluxBackbone:
     """
 
     def __init__(self, pipe, *, device: str | torch.device = "cpu", dtype: str | torch.dtype = "auto",
-                 guidance: float = 3.5, max_sequence_length: int = 512, decode_batch: int | None = 16):
+                 guidance: float = 3.5, max_sequence_length: int = 512, decode_batch: int | None = DECODE_BATCH):
         self.pipe = pipe
         self.decode_batch = decode_batch
         self.device = torch.device(device)
@@ -113,7 +114,7 @@ class FluxBackbone:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device="cpu", dtype="auto", guidance=3.5,
-                        max_sequence_length=512, decode_batch: int | None = 16,
+                        max_sequence_length=512, decode_batch: int | None = DECODE_BATCH,
                         hint: str = FLUX_DEV_HINT) -> "FluxBackbone":
         """Load a diffusers Flux-format directory (FLUX.1-dev or a tiny one) with diffusers' classes."""
         from diffusers import FluxPipeline

@@ -105,9 +105,12 @@ GROUP_SEEDS = config.get("group_seeds", False)
 TRAIN_JOB = "{setting}/{method}/{variant}/" + ("seeds" if GROUP_SEEDS else "seed{seed}")
 
 
-def train_outputs(pattern):
-    """A train job's outputs of a run pattern: its own seed's, or every seed's when it trains them all."""
-    return expand(pattern, seed=SEEDS, allow_missing=True) if GROUP_SEEDS else pattern
+def train_outputs(pattern, flag=lambda path: path):
+    """A train job's outputs of a run pattern: its own seed's, or every seed's when it trains them all;
+    `flag` (e.g. directory) marks each."""
+    if GROUP_SEEDS:
+        return [flag(p) for p in expand(pattern, seed=SEEDS, allow_missing=True)]
+    return flag(pattern)
 
 
 def job_path(pattern, wildcards):
@@ -167,7 +170,7 @@ def eval_in_train(kind):
     if kind == "input":
         return {"protocol": EVAL_PROTOCOL, "test_prompts": prompt_inputs("test"), "metrics": metric_inputs()}
     return {"csv": train_outputs(EVAL_CSV), "summary": train_outputs(EVAL_SUMMARY),
-            "images": [directory(p) for p in train_outputs(EVAL_IMAGES)] if GROUP_SEEDS else directory(EVAL_IMAGES)}
+            "images": train_outputs(EVAL_IMAGES, directory)}
 
 
 def eval_in_train_flags(wildcards):
