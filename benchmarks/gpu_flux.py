@@ -101,6 +101,7 @@ def egrpo_iteration(device, dtype, tiny: bool) -> dict:
     raw = {"name": "gpu-bench",
            "model": {"path": "(in memory)", "height": side, "width": side, "max_sequence_length": spec.max_text_len,
                      "device": str(device), "lora_rank": 8 if tiny else 128, "gradient_checkpointing": True,
+                     "cudnn_attention": torch.backends.cuda.cudnn_sdp_enabled(),
                      "decode_batch": 8},
            "train": {"prompts": ["a papaya fruit dressed as a sailor"], "iterations": 1, "prompts_per_iteration": 1,
                      "checkpoint_every": 1000, "micro_batch": 4, "sample_batch": 24},
@@ -134,7 +135,11 @@ def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--tiny", action="store_true")
     p.add_argument("--out", default=os.environ.get("OUT", "."))
+    p.add_argument("--no-cudnn-sdp", action="store_true",
+                   help="keep PyTorch's SDPA off the cuDNN attention kernel (see benchmarks/sdpa_backends.py)")
     args = p.parse_args()
+    if args.no_cudnn_sdp:
+        torch.backends.cuda.enable_cudnn_sdp(False)
     from diffusers import FluxTransformer2DModel
     from peft import LoraConfig
 
@@ -144,7 +149,8 @@ def main():
     img_tokens, txt_tokens = (64, 16) if args.tiny else (45 * 45, 512)  # 720 px / 8 (VAE) / 2 (packing)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
-    res = {"device": name, "img_tokens": img_tokens, "txt_tokens": txt_tokens}
+    res = {"device": name, "torch": torch.__version__, "cudnn_sdp": torch.backends.cuda.cudnn_sdp_enabled(),
+           "img_tokens": img_tokens, "txt_tokens": txt_tokens}
 
     torch.manual_seed(0)
     with torch.device(device):

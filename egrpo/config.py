@@ -34,6 +34,8 @@ class ModelConfig(_Strict):
     lora_alpha: float | None = Field(None, gt=0)
     gradient_checkpointing: bool = False
     decode_batch: int | None = Field(16, ge=1, description="images per VAE decode call (None: all at once)")
+    cudnn_attention: bool = Field(True, description="let PyTorch's SDPA use cuDNN's attention kernel on CUDA "
+                                  "(PyTorch's default; its backward faulted on an H100, benchmarks/README.md)")
 
 
 class OptimConfig(_Strict):

@@ -13,10 +13,11 @@ import torch.distributed as dist
 
 
 def init_from_env(device: torch.device) -> tuple[int, int]:
-    """Join the process group torchrun describes (gloo on CPU, nccl on CUDA); (rank, world)."""
+    """Join the process group torchrun describes; (rank, world). On CUDA, NCCL carries GPU tensors and
+    gloo the CPU ones (the iteration's counters and rewards are reduced on the CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo")
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 

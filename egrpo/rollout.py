@@ -135,5 +135,5 @@ def train_units(group: GroupSample, advantages: torch.Tensor, seed_key: tuple, m
             index = torch.zeros(len(sel), dtype=torch.long) if shared else torch.arange(len(sel))
             units.append(TrainUnit(group.sigmas, t.i, t.j, t.rule, t.eta, group.embeds, x, index,
                                    group.latents[k + 1][rows_sel], group.log_probs[rows_sel, k],
-                                   advantages[rows_sel]))
+                                   advantages[rows_sel].to(x.device)))  # rewards score on the CPU
     return units

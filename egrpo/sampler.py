@@ -141,7 +141,7 @@ class Lane:
             self.latents.append(x)
 
     def trajectory(self, images: torch.Tensor | None = None) -> Trajectory:
-        lp = torch.stack(self.log_probs, dim=1) if self.log_probs else torch.zeros(self.x.shape[0], 0)
+        lp = torch.stack(self.log_probs, dim=1) if self.log_probs else torch.zeros(self.x.shape[0], 0, device=self.x.device)
         return Trajectory(self.transitions, self.latents, lp, images)
 
 

@@ -40,6 +40,8 @@ class Trainer:
         if cfg.train.prompts_per_iteration % self.world:
             raise ValueError(f"train.prompts_per_iteration ({cfg.train.prompts_per_iteration}) must be divisible "
                              f"by the number of processes ({self.world}): groups stay whole on a rank")
+        if self.device.type == "cuda":  # process-wide switch; training's attention backward is what faulted
+            torch.backends.cuda.enable_cudnn_sdp(cfg.model.cudnn_attention)
         self.plan = build_plan(cfg.method)
         self.prompts = load_prompts(cfg.train.prompts)
         m = cfg.model
