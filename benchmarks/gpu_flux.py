@@ -141,7 +141,8 @@ def main():
     if args.no_cudnn_sdp:
         torch.backends.cuda.enable_cudnn_sdp(False)
     from diffusers import FluxTransformer2DModel
-    from peft import LoraConfig
+
+    from egrpo.flux import add_lora
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -174,14 +175,8 @@ def main():
             res[f"mfu_fwdbwd_b{b}"] = 4 * fl * b / t_fb / peak
     model.requires_grad_(False)
 
-    # ---- LoRA step peak memory (rank 128 on attention and MLP projections), batch 12
-    model.add_adapter(LoraConfig(r=128, lora_alpha=256, init_lora_weights="gaussian",
-                                 target_modules=["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj",
-                                                 "add_v_proj", "to_add_out", "proj_mlp", "proj_out"]))
-    lora = [p for n, p in model.named_parameters() if "lora_" in n]
-    for p_ in lora:
-        p_.data = p_.data.float()
-        p_.requires_grad_(True)
+    # ---- LoRA step peak memory (rank 128 on attention and MLP projections, as egrpo trains it), batch 1
+    lora = add_lora(model, rank=128, alpha=256)
     opt = torch.optim.AdamW(lora, lr=1e-4)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -43,6 +43,28 @@ DEFAULT_LORA_TARGETS = (
 DECODE_BATCH = 16  # images per VAE decode call (ModelConfig.decode_batch has the same default)
 
 
+def add_lora(transformer: torch.nn.Module, rank: int, alpha: float | None = None,
+             targets: Sequence[str] = DEFAULT_LORA_TARGETS, init_seed: int | None = None) -> list[torch.nn.Parameter]:
+    """Attach a peft LoRA (Gaussian init, alpha defaults to the rank) and make only it trainable, in
+    fp32 on the frozen base in the base's own dtype; returns the adapter parameters."""
+    from peft import LoraConfig
+
+    # peft draws the Gaussian LoRA A matrices from the global CPU RNG: without a seed of its own a
+    # run's init would depend on whatever ran before it in the process (the global RNG is restored)
+    with torch.random.fork_rng(devices=[]):
+        if init_seed is not None:
+            torch.random.default_generator.manual_seed(init_seed)
+        transformer.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian",
+                                           target_modules=list(targets)))
+    adapters = []
+    for name, p in transformer.named_parameters():
+        p.requires_grad_("lora_" in name)
+        if "lora_" in name:
+            p.data = p.data.float()
+            adapters.append(p)
+    return adapters
+
+
 def check_flux_dir(path: str | Path, hint: str = FLUX_DEV_HINT) -> Path:
     """Raise WeightsMissingError naming every missing part of a Flux-format directory."""
     path = Path(path)
@@ -226,24 +248,10 @@ class FluxBackbone:
         fp32 on the frozen base in its own dtype (bf16 on GPU: FLUX.1-dev's 12B base stays at 24 GB
         instead of 48), its random init drawn from `init_seed` (the global RNG is left as it was)."""
         tr = self.transformer
-        if not lora_rank and tr.dtype != torch.float32:
-            tr.to(dtype=torch.float32)
         if lora_rank:
-            from peft import LoraConfig
-
-            # peft draws the Gaussian LoRA A matrices from the global CPU RNG: without a seed of its
-            # own a run's init would depend on whatever ran before it in the process
-            with torch.random.fork_rng(devices=[]):
-                if init_seed is not None:
-                    torch.random.default_generator.manual_seed(init_seed)
-                tr.add_adapter(LoraConfig(r=lora_rank, lora_alpha=lora_alpha or lora_rank,
-                                          init_lora_weights="gaussian", target_modules=list(lora_targets)))
-            for name, p in tr.named_parameters():
-                p.requires_grad_("lora_" in name)
-                if "lora_" in name:
-                    p.data = p.data.float()
+            add_lora(tr, lora_rank, lora_alpha, lora_targets, init_seed)
         else:
-            tr.requires_grad_(True)
+            tr.to(dtype=torch.float32).requires_grad_(True)
         if gradient_checkpointing:
             tr.enable_gradient_checkpointing()
         tr.train()
