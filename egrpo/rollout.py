@@ -123,6 +123,7 @@ def train_units(group: GroupSample, advantages: torch.Tensor, seed_key: tuple, m
     """Training units of one group. Rows whose input latent is identical (E-GRPO's branches off the
     anchor, MixGRPO's shared ODE prefix) share one forward pass."""
     units = []
+    advantages = advantages.to(group.log_probs.device)  # rewards score on the CPU; the latents may be on a GPU
     for k, rows in trained_rows(group, seed_key, len(advantages)).items():
         t = group.rollout.head[k]
         x_in = group.latents[k][rows]
@@ -135,5 +136,5 @@ def train_units(group: GroupSample, advantages: torch.Tensor, seed_key: tuple, m
             index = torch.zeros(len(sel), dtype=torch.long) if shared else torch.arange(len(sel))
             units.append(TrainUnit(group.sigmas, t.i, t.j, t.rule, t.eta, group.embeds, x, index,
                                    group.latents[k + 1][rows_sel], group.log_probs[rows_sel, k],
-                                   advantages[rows_sel].to(x.device)))  # rewards score on the CPU
+                                   advantages[rows_sel]))
     return units
