@@ -1,82 +1,251 @@
-"""Checkpoints (atomic, resumable) and the exported trained weights used by evaluation."""
+"""Checkpoints and the exported trained weights.
+
+A checkpoint is a sharded `torch.distributed.checkpoint` (DCP) directory of the trainable parameters
+and the AdamW state: each rank writes and reads its own shard (a full FLUX.1-dev checkpoint is ~143 GB
+of fp32 weights and moments; no rank ever holds it whole), and it resumes at any world size (DCP
+reshards). Beside the shards, meta.json records the iteration, the run's config and a sha256 of every
+file, verified before a resume. A checkpoint is written to `<dir>.tmp` and swapped in only when
+complete, so a crash or a full disk mid-write leaves the previous one intact.
+
+The final trained weights are exported once, gathered on rank 0, as final/trainable.safetensors in the
+run's compute dtype (bf16 on GPU), with final/meta.json naming the base model by absolute path.
+"""
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
 import json
 import os
+import pickle
+import shutil
 from pathlib import Path
 
 import torch
 
+from . import distributed as dist
+from .errors import InputError, WeightsMissingError
 
-def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+META = "meta.json"
+
+
+def _options(**kw):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(ignore_frozen_params=True, **kw)  # frozen weights come from the base model
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def disk_error(e: BaseException, path: Path) -> InputError | None:
+    """A one-line error for a full disk or quota while writing `path` (None for other failures); DCP
+    wraps each rank's failure in a CheckpointException."""
+    stack, seen = [e], set()
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        stack += [e.__cause__, e.__context__] + [f[0] for f in getattr(e, "failures", {}).values()]
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            probe = Path(path)
+            while not probe.exists() and probe != probe.parent:
+                probe = probe.parent
+            usage = shutil.disk_usage(probe)
+            return InputError(f"no space left writing {path} (filesystem of {probe}: {usage.free / 2**20:.0f} MiB free "
+                              f"of {usage.total / 2**30:.1f} GiB); free space or point the run elsewhere")
+    return None
+
+
+def save(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, meta: dict) -> None:
+    """Write the sharded checkpoint of the trainable parameters and optimizer state, with meta.json."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    if dist.rank() == 0:
+        shutil.rmtree(tmp, ignore_errors=True)  # a write that failed before
+    dist.barrier()
+    model_sd, optim_sd = get_state_dict(model, optimizer, options=_options())
+    from torch.distributed.checkpoint.api import CheckpointException  # a BaseException, not an Exception
+
+    error = None
+    try:
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
+    except (Exception, CheckpointException) as e:  # noqa: BLE001 - mapped to a clear message below, or re-raised
+        error = disk_error(e, tmp)
+        if error is None:
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # the previous checkpoint stays as it was
+    dist.raise_together(str(error) if error else None, InputError)
+    rank = dist.rank()
+    mine = {f.name: _sha256(f) for f in sorted(tmp.iterdir()) if f.name.startswith(f"__{rank}_")}
+    files = dist.all_gather_dict(mine)
+    if rank == 0:
+        files[".metadata"] = _sha256(tmp / ".metadata")
+        (tmp / META).write_text(json.dumps({**meta, "files": files}, indent=1))
+        old = path.with_name(path.name + ".old")
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
 
 
-def trainable_state(module: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None):
-    """Full (gathered, CPU) state of the trainable parameters and the optimizer, for any wrapping."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, get_model_state_dict
-
-    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    names = {n for n, p in module.named_parameters() if p.requires_grad}
-    if optimizer is None:
-        model_sd = get_model_state_dict(module, options=opts)
-        optim_sd = None
-    else:
-        model_sd, optim_sd = get_state_dict(module, optimizer, options=opts)
-    return {k: v for k, v in model_sd.items() if k in names}, optim_sd
-
-
-def load_trainable_state(module, optimizer, model_sd: dict, optim_sd: dict | None) -> None:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_state_dict
-
-    opts = StateDictOptions(full_state_dict=True, strict=False)
-    if optimizer is None or optim_sd is None:
-        set_model_state_dict(module, model_sd, options=opts)
-    else:
-        set_state_dict(module, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd, options=opts)
+def read_meta(path: Path) -> dict | None:
+    """A checkpoint's meta.json; None when there is no checkpoint. An incomplete or foreign one is an
+    error naming it."""
+    path = Path(path)
+    legacy = path.parent / "last.pt"
+    if legacy.exists():
+        raise InputError(f"{legacy} is a checkpoint of an older harness version, which cannot be resumed; "
+                         "delete the run directory to train it afresh")
+    if not path.exists():
+        return None
+    try:
+        meta = json.loads((path / META).read_text())
+        if not {"iteration", "config", "files"} <= set(meta):
+            raise ValueError("keys missing")
+    except (OSError, ValueError) as e:
+        raise InputError(f"checkpoint {path} is incomplete or corrupt ({path / META}: {e}); delete it to "
+                         "restart the run from scratch") from None
+    return meta
 
 
-def export_trained(out_dir: Path, model_sd: dict, base_path: str, lora: dict | None) -> Path:
-    """Write final/trainable.safetensors, a copy of log.jsonl and provenance.json, and final/meta.json
-    (base model path, LoRA spec or null) last, so meta.json marks a complete export."""
-    import shutil
+class _MetadataUnpickler(pickle.Unpickler):
+    """DCP stores its index (.metadata) as a pickle: allow only the classes such an index holds, so a
+    checkpoint from elsewhere cannot run code when it is loaded."""
 
+    def find_class(self, module, name):
+        obj = super().find_class(module, name)
+        safe = (module.startswith("torch.distributed.checkpoint.") and isinstance(obj, type)) \
+            or (module == "torch" and (name == "Size" or isinstance(obj, torch.dtype))) \
+            or (module, name) in {("torch.serialization", "_get_layout"), ("pathlib", "PosixPath"),
+                                  ("pathlib", "WindowsPath"), ("collections", "OrderedDict")}
+        if not safe:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a checkpoint index")
+        return obj
+
+
+def verify(path: Path, meta: dict) -> None:
+    """Check every file of a checkpoint against meta.json (ranks share the work) and that its index
+    holds nothing but checkpoint metadata; a one-line error naming the first bad file."""
+    path = Path(path)
+    names = sorted(meta["files"])
+    rank, world = dist.rank(), dist.world()
+    bad = None
+    for name in names[rank::world]:
+        f = path / name
+        if not f.is_file():
+            bad = f"{f} is missing"
+        elif _sha256(f) != meta["files"][name]:
+            bad = f"{f} does not match its checksum in {path / META} (truncated or corrupt)"
+        if bad:
+            break
+    if bad is None:
+        try:
+            _MetadataUnpickler(io.BytesIO((path / ".metadata").read_bytes())).load()
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError) as e:
+            bad = f"{path / '.metadata'} is not a checkpoint index ({e})"
+    dist.raise_together(f"checkpoint {bad}; delete {path} to restart the run from scratch" if bad else None, InputError)
+
+
+def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Verify, then load a checkpoint into the (wrapped) model and its optimizer, at any world size."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    meta = read_meta(path)
+    verify(path, meta)
+    # on a fresh optimizer get_state_dict materialises zero states for DCP to load into
+    model_sd, optim_sd = get_state_dict(model, optimizer, options=_options())
+    state = {"model": model_sd, "optim": optim_sd}
+    dcp.load(state, checkpoint_id=str(path))
+    result = set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
+                            options=_options(strict=False))
+    frozen = {n.removeprefix("module.") for n, p in model.named_parameters() if not p.requires_grad}
+    missing = [k for k in result.missing_keys if k.removeprefix("module.") not in frozen]
+    if missing or result.unexpected_keys:
+        raise InputError(f"checkpoint {path} does not fit the model: missing {missing[:3]}, "
+                         f"unexpected {list(result.unexpected_keys)[:3]}")
+
+
+def full_trainable_state(model: torch.nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The trainable parameters gathered on rank 0 (CPU; {} on other ranks), under the unwrapped
+    model's names (no DDP `module.` prefix), floating ones cast to `dtype`."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    sd = get_model_state_dict(model, options=_options(full_state_dict=True, cpu_offload=True))
+    if dtype is not None:
+        sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
+    if dist.rank() == 0 and not sd:
+        raise RuntimeError("no trainable parameters were gathered for export")
+    return sd
+
+
+def export_trained(out_dir: Path, weights: dict, base_path: str, lora: dict | None) -> Path:
+    """Write final/trainable.safetensors, copies of log.jsonl and provenance.json, and final/meta.json
+    (the base model's absolute path, the LoRA spec or null, the weights' sha256) last, so meta.json
+    marks a complete export."""
     from safetensors.torch import save_file
 
     final = Path(out_dir) / "final"
     final.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model_sd.items()}, str(final / "trainable.safetensors.tmp"))
-    os.replace(final / "trainable.safetensors.tmp", final / "trainable.safetensors")
+    target = final / "trainable.safetensors"
+    try:
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(target.with_suffix(".safetensors.tmp")))
+    except Exception as e:  # noqa: BLE001
+        error = disk_error(e, target)
+        if error is None:
+            raise
+        raise error from None
+    os.replace(target.with_suffix(".safetensors.tmp"), target)
     for name in ("log.jsonl", "provenance.json"):
         if (Path(out_dir) / name).is_file():
             shutil.copyfile(Path(out_dir) / name, final / name)
-    (final / "meta.json").write_text(json.dumps({"base": base_path, "lora": lora}, indent=2))
+    meta = {"base": str(Path(base_path).resolve()), "lora": lora, "weights_sha256": _sha256(target)}
+    (final / META).write_text(json.dumps(meta, indent=2))
     return final
 
 
 def load_trained(final_dir: str | Path, *, device="cpu", dtype="auto", **kw):
     """A FluxBackbone with a run's trained weights applied (full fine-tune or LoRA)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .flux import FluxBackbone, WeightsMissingError
+    from .flux import FluxBackbone
 
     final_dir = Path(final_dir)
-    meta_path = final_dir / "meta.json"
+    meta_path = final_dir / META
     if not meta_path.is_file():
         raise WeightsMissingError(f"{meta_path} missing: {final_dir} is not a finished training run")
-    meta = json.loads(meta_path.read_text())
-    backbone = FluxBackbone.from_pretrained(meta["base"], device=device, dtype=dtype, **kw)
+    try:
+        meta = json.loads(meta_path.read_text())
+        base = Path(meta["base"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{meta_path} is corrupt ({e}); retrain the run") from None
+    backbone = FluxBackbone.from_pretrained(base, device=device, dtype=dtype, **kw)
     if meta["lora"]:
         backbone.enable_training(lora_rank=meta["lora"]["rank"], lora_alpha=meta["lora"]["alpha"])
-    sd = load_file(str(final_dir / "trainable.safetensors"))
-    missing = set(sd) - set(backbone.transformer.state_dict())
-    if missing:
-        raise KeyError(f"{final_dir}: trained weights do not fit the base model: {sorted(missing)[:3]}")
+    try:
+        sd = load_file(str(final_dir / "trainable.safetensors"))
+    except (OSError, SafetensorError) as e:
+        raise InputError(f"{final_dir / 'trainable.safetensors'} cannot be read ({e}); retrain the run") from None
+    own = backbone.transformer.state_dict()
+    extra = sorted(set(sd) - set(own))
+    shape = sorted(k for k in set(sd) & set(own) if sd[k].shape != own[k].shape)
+    if extra or shape:
+        raise InputError(f"{final_dir}: trained weights do not fit the base model {base} "
+                         f"(unknown {extra[:3]}, other shapes {shape[:3]})")
     backbone.transformer.load_state_dict(sd, strict=False)
     backbone.transformer.requires_grad_(False).eval()
+    backbone.weights_id = meta.get("weights_sha256", "unknown")[:12]
     return backbone

@@ -10,6 +10,14 @@ class WeightsMissingError(FileNotFoundError):
     how to obtain it."""
 
 
+class InputError(ValueError):
+    """An input file is missing, empty, unreadable or malformed; the message names the file and what to do."""
+
+
+class DeviceError(RuntimeError):
+    """The job cannot use the device it was given or asked for (e.g. GPUs that torch cannot see)."""
+
+
 class TrainingError(RuntimeError):
     """A run cannot go on (NaN/inf reward, loss or gradient); the last checkpoint is left intact."""
 

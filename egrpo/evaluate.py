@@ -23,6 +23,9 @@ from .schedule import shifted_sigmas
 from .seeding import derive_seed, generator
 
 
+SAMPLERS = ("ode", "flux_pipeline")
+
+
 @dataclass(frozen=True)
 class EvalSpec:
     sampler: str = "ode"  # "ode" (our sampler on shifted_sigmas) or "flux_pipeline"
@@ -33,6 +36,24 @@ class EvalSpec:
     guidance: float = 3.5
     batch: int = 16
     seed: int = 42
+
+    @classmethod
+    def from_dict(cls, d: dict, key: str = "sampler") -> "EvalSpec":
+        """Validated: unknown keys, an unknown sampler and non-positive sizes are one-line ConfigErrors."""
+        from .errors import ConfigError
+
+        if not isinstance(d, dict):
+            raise ConfigError(f"{key}: a mapping of sampler settings, got {d!r}")
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"{key}.{sorted(unknown)[0]}: unknown key (known: {', '.join(cls.__dataclass_fields__)})")
+        spec = cls(**d)
+        if spec.sampler not in SAMPLERS:
+            raise ConfigError(f"{key}.sampler: one of {', '.join(SAMPLERS)}, got {spec.sampler!r}")
+        for name in ("num_steps", "height", "width", "batch"):
+            if not isinstance(getattr(spec, name), int) or getattr(spec, name) < 1:
+                raise ConfigError(f"{key}.{name}: a positive integer, got {getattr(spec, name)!r}")
+        return spec
 
 
 def image_seed(spec: EvalSpec, prompt_index: int) -> int:
@@ -52,7 +73,7 @@ def generate(backbone: FluxBackbone, prompts: Sequence[str], indices: Sequence[i
             x = initial_noise(backbone, gens, spec.height, spec.width)
             sig = shifted_sigmas(spec.num_steps, spec.shift)
             out.append(sample(backbone, e, sig, make_transitions(spec.num_steps), x, None,
-                              height=spec.height, width=spec.width).images)
+                              height=spec.height, width=spec.width).images.cpu())
         elif spec.sampler == "flux_pipeline":
             n, c = backbone.packed_shape(spec.height, spec.width)
             latents = initial_noise(backbone, gens, spec.height, spec.width).to(backbone.dtype)
@@ -105,12 +126,13 @@ def bootstrap_ci(values: np.ndarray, *, n_boot: int = 2000, alpha: float = 0.05,
     return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
 
 
-def summarise(df: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
-    """mean, std and bootstrap 95% CI per metric."""
+def summarise(df: pd.DataFrame, metrics: Sequence[str], weights: str = "base") -> pd.DataFrame:
+    """mean, std and bootstrap 95% CI over prompts per metric, and which weights were scored (the
+    trained weights' sha256 prefix, or `base`)."""
     rows = []
     for m in metrics:
         v = df[m].to_numpy(dtype=np.float64)
         lo, hi = bootstrap_ci(v)
         rows.append({"metric": m, "mean": v.mean(), "std": v.std(ddof=1) if len(v) > 1 else 0.0,
-                     "ci_low": lo, "ci_high": hi, "n": len(v)})
+                     "ci_low": lo, "ci_high": hi, "n": len(v), "weights": weights})
     return pd.DataFrame(rows)

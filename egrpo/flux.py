@@ -145,7 +145,11 @@ class FluxBackbone:
         with open(path / "model_index.json") as f:
             if json.load(f).get("_class_name") not in ("FluxPipeline", None):
                 raise WeightsMissingError(f"{path}/model_index.json does not describe a FluxPipeline. {hint}")
-        pipe = FluxPipeline.from_pretrained(path, dtype=resolve_dtype(dtype, torch.device(device)))
+        try:
+            pipe = FluxPipeline.from_pretrained(path, dtype=resolve_dtype(dtype, torch.device(device)))
+        except (OSError, ValueError, KeyError, RuntimeError) as e:  # corrupt config.json or weights file
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WeightsMissingError(f"Flux weight directory {path} cannot be loaded ({first[:300]}). {hint}") from None
         pipe.set_progress_bar_config(disable=True)
         return cls(pipe, device=device, dtype=dtype, guidance=guidance, max_sequence_length=max_sequence_length,
                    decode_batch=decode_batch)
@@ -171,6 +175,13 @@ class FluxBackbone:
             list(prompts), prompt_2=None, device=self.device, max_sequence_length=self.max_sequence_length
         )
         return PromptEmbeds(prompt, pooled, text_ids)
+
+    def offload_text_encoders(self) -> None:
+        """Move the text encoders off the GPU once the prompts are encoded (T5-XXL alone is 9 GB)."""
+        if self.device.type == "cuda":
+            for name in ("text_encoder", "text_encoder_2"):
+                getattr(self.pipe, name).to("cpu")
+            torch.cuda.empty_cache()
 
     # ---- latents ----------------------------------------------------------------------------
     def latent_grid(self, height: int, width: int) -> tuple[int, int]:
@@ -218,7 +229,9 @@ class FluxBackbone:
         # not ModelMixin.dtype: it walks every module on each call (3% of a world iteration)
         param_dtype = next(self.transformer.parameters()).dtype
         autocast = self.device.type == "cuda" and self.dtype != torch.float32
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
+        # no cast cache: each weight is used once per forward, and the cache would hold a bf16 copy of
+        # every fp32 master weight until the whole forward ends (FSDP computes in bf16 by itself)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast, cache_enabled=False):
             out = (module or self.transformer)(
                 hidden_states=x.to(param_dtype), timestep=t.to(param_dtype), guidance=guidance,
                 pooled_projections=pooled.to(param_dtype), encoder_hidden_states=prompt.to(param_dtype),
@@ -230,9 +243,8 @@ class FluxBackbone:
     def decode(self, packed: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """Packed latents -> images [B, 3, H, W] in [0, 1] (fp32), `decode_batch` images per VAE call.
 
-        Chunking bounds the decoder's activation memory (FLUX.1-dev's full-resolution blocks hold
-        hundreds of MB an image at 720x720) and on CPU keeps them in cache: 256 world images decode
-        1.6x faster in chunks of 16 than in one call (benchmarks/README.md)."""
+        Chunking bounds the decoder's activation memory and keeps a CPU's working set in cache
+        (benchmarks/README.md has the measurement)."""
         vae = self.pipe.vae
         latents = self.unpack(packed.to(self.dtype), height, width)
         latents = latents / vae.config.scaling_factor + vae.config.shift_factor

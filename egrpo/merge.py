@@ -3,8 +3,8 @@
 A Gaussian step with per-dimension std sd has entropy h = d/2 * log(2*pi*e*sd^2). Low-entropy steps
 are merged with the next l-1 steps into ONE Euler-Maruyama step sigma_i -> sigma_{i+l}; the adaptive
 l is the smallest whose merged-step entropy reaches the threshold tau. The paper does not state the
-scale tau lives on, so the reading is a parameter (default: per-dimension entropy power exp(h/d),
-the only reading under which tau = 2.0 and 2.2 give different plans; see algorithms.md).
+scale tau lives on, so the reading is a parameter (default: the per-dimension entropy power exp(h/d);
+docs/reference.md compares the readings).
 """
 
 from __future__ import annotations
@@ -63,14 +63,17 @@ def merge_lengths(
     reading: Reading = "entropy_power",
     fixed: int | None = None,
     rule: Rule = "flow_grpo",
+    last: int | None = None,
 ) -> list[int]:
     """Merge length l_n for each active step n.
 
-    Adaptive (fixed=None): the smallest l with entropy(n -> n+l) >= tau; tau == 0 means no merging
-    (l = 1). Fixed: l = `fixed` for every step (Table 2's 2/4/6-step rows). Never past the end of
-    the schedule: l <= T - n.
+    Adaptive (fixed=None): the smallest l with entropy(n -> n+l) >= tau, or the longest allowed when
+    none reaches it; tau == 0 means no merging (l = 1). Fixed: l = `fixed` for every step (Table 2's
+    2/4/6-step rows). A merged step lands at step `last` at the latest (default T - 1: never on
+    sigma = 0, so an ODE step always follows): l <= last - n.
     """
     num_steps = len(sigmas) - 1
+    last = num_steps - 1 if last is None else last
     if reading not in READINGS:
         raise ValueError(f"reading must be one of {READINGS}, got {reading!r}")
     if fixed is not None and fixed < 1:
@@ -79,9 +82,9 @@ def merge_lengths(
         raise ValueError(f"tau must be >= 0, got {tau}")
     lengths = []
     for n in active_steps:
-        if not 0 <= n < num_steps:
-            raise ValueError(f"active step {n} outside 0..{num_steps - 1}")
-        longest = num_steps - n
+        if not 0 <= n < last:
+            raise ValueError(f"active step {n} outside 0..{last - 1} (a merged step lands at step {last} at the latest)")
+        longest = last - n
         if fixed is not None:
             lengths.append(min(fixed, longest))
             continue

@@ -1,30 +1,91 @@
-"""Method name -> rollout plan, from the validated method config."""
+"""The method registry: name -> (config class, rollout plan, display name), declared once per method.
+
+Every method registers itself through the `egrpo.methods` entry-point group (pyproject.toml):
+E-GRPO from `egrpo.plans`, the baselines from `baselines/`, so egrpo never imports a baseline by
+name. The config, the CLI, the Snakefile, the tables and the figures all read this registry.
+"""
 
 from __future__ import annotations
 
-from .plans import EGRPOPlan, RolloutPlan
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .errors import ConfigError
 
 
-def build_plan(m) -> RolloutPlan:
-    """The one place that maps a method config onto its plan (E-GRPO here, baselines in baselines/)."""
-    if m.name == "egrpo":
-        active = m.active if isinstance(m.active, str) else tuple(m.active)
-        return EGRPOPlan(m.num_steps, m.shift, m.group_size, m.eta, active, m.tau, m.reading,
-                         m.fixed_merge, tuple(m.granularities))
-    if m.name == "dancegrpo":
-        from baselines.dancegrpo import DanceGRPOPlan
+class MethodConfig(BaseModel):
+    """Fields every method has: schedule (T steps, time shift), group size G, SDE noise level, and
+    what one optimizer step covers. Each method's defaults live in its own subclass."""
 
-        return DanceGRPOPlan(m.num_steps, m.shift, m.group_size, m.eta, m.train_fraction, m.drop_last,
-                             m.shared_initial_noise)
-    if m.name in ("mixgrpo", "mixgrpo_flash"):
-        from baselines.mixgrpo import MixGRPOPlan
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-        flash = m.name == "mixgrpo_flash"
-        every = m.shift_every or (20 if flash else 25)
-        return MixGRPOPlan(m.num_steps, m.shift, m.group_size, m.eta, m.window_size, every, m.max_start,
-                           m.shared_initial_noise, flash, m.flash_fraction, m.name)
-    if m.name == "flowgrpo":
-        from baselines.flowgrpo import FlowGRPOPlan
+    name: str
+    num_steps: int = Field(16, ge=2)
+    shift: float = Field(3.0, gt=0)
+    group_size: int = Field(12, ge=2)
+    eta: float = Field(0.7, gt=0)
+    update: Literal["iteration", "rollout", "samples"] = Field(
+        "iteration", description="what one AdamW step covers: the whole iteration (the E-GRPO paper's Alg. 1), "
+        "one rollout group (E-GRPO's releases: a step per active step), or `samples_per_update` samples of "
+        "every group (DanceGRPO's and MixGRPO's gradient accumulation)")
+    samples_per_update: int | None = Field(None, ge=1, description="with update = samples: samples of each "
+                                           "group accumulated into one step")
 
-        return FlowGRPOPlan(m.num_steps, m.shift, m.group_size, m.eta)
-    raise ValueError(f"unknown method {m.name!r}")
+    @model_validator(mode="after")
+    def _update(self):
+        if self.update == "samples" and self.samples_per_update is None:
+            raise ValueError("update = samples needs samples_per_update")
+        return self
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: `plan(config)` builds its RolloutPlan."""
+
+    name: str
+    config: type[MethodConfig]
+    plan: type
+    display: str
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+_LOADED = False
+
+
+def register(spec: MethodSpec) -> MethodSpec:
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def registry() -> dict[str, MethodSpec]:
+    """Every registered method (loads the `egrpo.methods` entry points once)."""
+    global _LOADED
+    if not _LOADED:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group="egrpo.methods"):
+            ep.load()
+        _LOADED = True
+        if not _REGISTRY:
+            raise ConfigError("no methods are registered: install the package (pip install -e .) so its "
+                              "`egrpo.methods` entry points exist")
+    return _REGISTRY
+
+
+def method_spec(name: str) -> MethodSpec:
+    methods = registry()
+    if name not in methods:
+        raise ConfigError(f"method: unknown method {name!r} (registered: {', '.join(methods)})")
+    return methods[name]
+
+
+def display_name(name: str) -> str:
+    """Row label of a method in tables and figures ('Base model' for the untrained base)."""
+    return "Base model" if name == "base" else method_spec(name).display
+
+
+def build_plan(m: MethodConfig):
+    """The method's RolloutPlan, built from its validated config."""
+    return method_spec(m.name).plan(m)

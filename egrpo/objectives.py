@@ -2,43 +2,44 @@
 
 from __future__ import annotations
 
-from typing import Literal, Mapping, Sequence
+from typing import Literal, Mapping
 
 import torch
 
 Aggregation = Literal["normalise_each", "weight_then_normalise"]
 
 
-def group_advantages(rewards: torch.Tensor, *, eps: float = 1e-8, clip: float = 5.0) -> torch.Tensor:
-    """(R - mean_G R) / (std_G R + eps), clamped to +-clip. rewards: [G] -> [G].
+def group_advantages(rewards: torch.Tensor, *, eps: float = 1e-8) -> torch.Tensor:
+    """(R - mean_G R) / (std_G R + eps). rewards: [G] -> [G].
 
     std is torch's default unbiased estimate, as DanceGRPO/MixGRPO/E-GRPO compute it.
     """
     if rewards.numel() < 2:
         raise ValueError("a group needs at least 2 samples to normalise advantages")
-    adv = (rewards - rewards.mean()) / (rewards.std() + eps)
-    return adv.clamp(-clip, clip)
+    return (rewards - rewards.mean()) / (rewards.std() + eps)
 
 
-def combine_advantages(
-    rewards: Mapping[str, torch.Tensor], weights: Mapping[str, float], mode: Aggregation, *,
-    eps: float = 1e-8, clip: float = 5.0,
-) -> torch.Tensor:
-    """One advantage per sample of a group from several rewards ([G] each).
+def combine_advantages(rewards: Mapping[str, torch.Tensor], weights: Mapping[str, float], mode: Aggregation, *,
+                       eps: float = 1e-8) -> torch.Tensor:
+    """One unclamped advantage per sample of a group from several rewards ([G] each).
 
-    normalise_each: sum_k w_k * A(R_k) (G2RPO/MixGRPO); weight_then_normalise: A(sum_k w_k R_k)
+    normalise_each: sum_k w_k * A(R_k) (G2RPO, MixGRPO); weight_then_normalise: A(sum_k w_k R_k)
     (the E-GRPO authors' refactor, 0.7 HPS + 0.3 CLIP).
     """
     if mode == "normalise_each":
-        return sum(weights[k] * group_advantages(r, eps=eps, clip=clip) for k, r in rewards.items())
+        return sum(weights[k] * group_advantages(r, eps=eps) for k, r in rewards.items())
     if mode == "weight_then_normalise":
-        return group_advantages(sum(weights[k] * r for k, r in rewards.items()), eps=eps, clip=clip)
+        return group_advantages(sum(weights[k] * r for k, r in rewards.items()), eps=eps)
     raise ValueError(f"unknown aggregation {mode!r}")
 
 
-def granularity_advantages(per_tail: Sequence[torch.Tensor]) -> torch.Tensor:
-    """E-GRPO/G2RPO: advantages computed per ODE granularity (each normalised in its group), summed."""
-    return torch.stack(list(per_tail)).sum(0)
+def rollout_advantages(per_tail: Mapping[str, Mapping[str, torch.Tensor]], weights: Mapping[str, float],
+                       mode: Aggregation, *, clip: float = 5.0, eps: float = 1e-8) -> torch.Tensor:
+    """A group's advantages [G]: each tail's (E-GRPO's ODE granularities) rewards combined and
+    normalised within the group, summed over tails, and the sum clamped to +-clip, as every
+    reference clamps after summing (over granularities and over rewards)."""
+    total = sum(combine_advantages(rewards, weights, mode, eps=eps) for rewards in per_tail.values())
+    return total.clamp(-clip, clip)
 
 
 def clipped_ratio_loss(

@@ -1,4 +1,4 @@
-"""The numbers the E-GRPO paper reports (arXiv 2601.00423; ../shared/reference/paper_tables.md).
+"""The numbers the E-GRPO paper reports (arXiv 2601.00423, Tables 1-4 and the supplement).
 
 Scales: HPS v2.1 and CLIP score as cosine-based scores, PickScore as logit/100, ImageReward v1.0 raw.
 """

@@ -4,21 +4,31 @@ A plan answers, per iteration: is there a deterministic anchor trajectory; which
 trajectories (Rollouts) a prompt gets, where each starts (fresh noise, one noise shared by the
 group, or the anchor's latent at some step), which transitions are SDE/ODE, which deterministic
 tails finish them, and which transitions are trained. Advantages are normalised within a Rollout.
-E-GRPO's plan lives here; DanceGRPO's and MixGRPO's in `baselines/`.
+E-GRPO's config and plan live here; DanceGRPO's and MixGRPO's in `baselines/`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, Sequence
+from typing import Literal, Protocol, Sequence, Union
 
 import torch
+from pydantic import Field, model_validator
 
-from .merge import merge_lengths
+from .merge import Reading, merge_lengths
+from .methods import MethodConfig, MethodSpec, register
 from .sampler import SDE, Transition, make_transitions
 from .schedule import shifted_sigmas
 
 Source = Literal["noise", "shared_noise", "anchor"]
+
+
+@dataclass(frozen=True)
+class Tail:
+    """A deterministic continuation of a rollout's head to sigma = 0, decoded and rewarded."""
+
+    key: str
+    transitions: tuple[Transition, ...]
 
 
 @dataclass(frozen=True)
@@ -27,7 +37,9 @@ class Rollout:
 
     head: the transitions sampled row by row from step `start` (stochastic ones trained);
     tails: deterministic continuations of the head's end, each decoded and rewarded (E-GRPO's ODE
-    granularities); no tails means the head reaches sigma = 0 itself.
+    granularities), their advantages normalised per tail and summed; no tails means the head reaches
+    sigma = 0 itself and its end is decoded: the last sample, or (decode = "x0_hat", DanceGRPO) the
+    data prediction x - sigma v at the last transition's input, which drops that step's noise.
     trainable: indices into head of the transitions that may be trained; train_per_row: train a
     random subset of that size per row (DanceGRPO), else all of them.
     """
@@ -37,9 +49,10 @@ class Rollout:
     source: Source
     head: tuple[Transition, ...]
     trainable: tuple[int, ...]
-    tails: tuple[tuple[Transition, ...], ...] = ()
+    tails: tuple[Tail, ...] = ()
     train_per_row: int | None = None
     sigmas: torch.Tensor | None = None  # override of the iteration's sigmas (MixGRPO-Flash re-grid)
+    decode: Literal["sample", "x0_hat"] = "sample"
 
 
 @dataclass(frozen=True)
@@ -52,10 +65,9 @@ class IterationPlan:
 
 
 class RolloutPlan(Protocol):
-    """A method, as the trainer sees it."""
+    """A method, as the trainer sees it: built from its config (`cfg`)."""
 
-    name: str
-    group_size: int
+    cfg: MethodConfig
 
     def for_iteration(self, iteration: int) -> IterationPlan: ...
 
@@ -64,21 +76,55 @@ ACTIVE_PRESETS = ("first4", "first8", "second8", "all")
 
 
 def active_steps(spec: str | Sequence[int], num_steps: int) -> tuple[int, ...]:
-    """Table 3's trained-step sets: first 4, first 8, second 8 (steps 8..15), all; or explicit steps."""
+    """Table 3's trained-step sets, or explicit steps. The last step (T - 1) lands on sigma = 0 and is
+    never stochastic (neither release can train it), so `all` is 0..T-2 and `second8` 8..T-2."""
+    last = num_steps - 2  # the last step a branch can start from
     if not isinstance(spec, str):
         steps = tuple(int(s) for s in spec)
     elif spec == "all":
-        steps = tuple(range(num_steps))
+        steps = tuple(range(last + 1))
     elif spec.startswith("first"):
         steps = tuple(range(int(spec[5:])))
     elif spec.startswith("second"):
         n = int(spec[6:])
-        steps = tuple(range(n, 2 * n))
+        steps = tuple(range(n, min(2 * n, last + 1)))
     else:
         raise ValueError(f"active steps must be one of {ACTIVE_PRESETS} or a list, got {spec!r}")
-    if not steps or min(steps) < 0 or max(steps) >= num_steps:
-        raise ValueError(f"active steps {steps} outside 0..{num_steps - 1}")
+    if not steps or min(steps) < 0 or max(steps) > last:
+        raise ValueError(f"active steps {list(steps)} outside 0..{last} (T = {num_steps}: the last step "
+                         "lands on sigma = 0 and is never stochastic)")
     return steps
+
+
+def release_tail(num_steps: int, start: int, stride: int) -> tuple[Transition, ...]:
+    """The E-GRPO/G2RPO releases' ODE tail of granularity `stride` from step `start`: the grid
+    sigmas[:start+1] + sigmas[start+1::stride] walked up to its second-to-last point, whose data
+    prediction is the image (a final jump to sigma = 0). So one stride-1 step first, then steps of
+    `stride`; stride 1 is the plain ODE to the end."""
+    points = [start, *range(start + 1, num_steps + 1, stride)][:-1]  # the evaluated points
+    return tuple(Transition(a, b) for a, b in zip(points, [*points[1:], num_steps]))
+
+
+class EGRPOMethod(MethodConfig):
+    name: Literal["egrpo"] = "egrpo"
+    update: Literal["iteration", "rollout", "samples"] = Field(
+        "rollout", description="the releases step AdamW once per active step (8 per iteration); "
+        "`iteration` is the paper's Alg. 1")
+    active: Union[Literal["first4", "first8", "second8", "all"], list[int]] = "first8"
+    tau: float = Field(2.2, ge=0)
+    reading: Reading = "entropy_power"
+    fixed_merge: int | None = Field(None, ge=1)
+    granularities: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)
+    tail_grid: Literal["release", "uniform"] = Field(
+        "release", description="stride-g ODE tails on the releases' grid (one stride-1 step, then stride g, "
+        "final jump to sigma = 0) or strided from the branch's end")
+
+    @model_validator(mode="after")
+    def _steps(self):
+        active_steps(self.active, self.num_steps)
+        if len(set(self.granularities)) != len(self.granularities) or min(self.granularities) < 1:
+            raise ValueError(f"granularities must be distinct strides >= 1, got {self.granularities}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -87,35 +133,37 @@ class EGRPOPlan:
 
     For each active step n, G branches take ONE merged SDE step n -> n+l_n from the anchor latent at
     n, then ODE to the end from n+l_n (the authors' release resumes at n+1: a defect not copied),
-    once per granularity (ODE stride 1, 2, ...). Advantages are normalised within the G branches of
+    once per granularity (ODE stride 1, 2, ...). A merge never lands on sigma = 0 (l_n <= T-1-n), so
+    every branch ends with at least one ODE step. Advantages are normalised within the G branches of
     the same step; one trained transition per branch.
     """
 
-    num_steps: int = 16
-    shift: float = 3.0
-    group_size: int = 12
-    eta: float = 0.7
-    active: str | tuple[int, ...] = "first8"
-    tau: float = 2.2
-    reading: str = "entropy_power"
-    fixed_merge: int | None = None
-    granularities: tuple[int, ...] = (1, 2)
-    name: str = "egrpo"
+    cfg: EGRPOMethod
 
     @property
     def sigmas(self) -> torch.Tensor:
-        return shifted_sigmas(self.num_steps, self.shift)
+        return shifted_sigmas(self.cfg.num_steps, self.cfg.shift)
+
+    def active_steps(self) -> tuple[int, ...]:
+        return active_steps(self.cfg.active, self.cfg.num_steps)
 
     def merge_lengths(self) -> list[int]:
-        steps = active_steps(self.active, self.num_steps)
-        return merge_lengths(self.sigmas, steps, tau=self.tau, eta=self.eta, reading=self.reading,
-                             fixed=self.fixed_merge)
+        c = self.cfg
+        return merge_lengths(self.sigmas, self.active_steps(), tau=c.tau, eta=c.eta, reading=c.reading,
+                             fixed=c.fixed_merge, last=c.num_steps - 1)
+
+    def tail(self, start: int, stride: int) -> tuple[Transition, ...]:
+        if self.cfg.tail_grid == "release":
+            return release_tail(self.cfg.num_steps, start, stride)
+        return make_transitions(self.cfg.num_steps, start=start, ode_stride=stride)
 
     def for_iteration(self, iteration: int) -> IterationPlan:
-        sigmas = self.sigmas
-        rollouts = []
-        for n, length in zip(active_steps(self.active, self.num_steps), self.merge_lengths()):
-            head = make_transitions(self.num_steps, {n: SDE("flow_grpo", self.eta, length)}, start=n)[:1]
-            tails = tuple(make_transitions(self.num_steps, start=n + length, ode_stride=g) for g in self.granularities)
+        c, rollouts = self.cfg, []
+        for n, length in zip(self.active_steps(), self.merge_lengths()):
+            head = (Transition(n, n + length, "flow_grpo", c.eta),)
+            tails = tuple(Tail(f"stride{g}", self.tail(n + length, g)) for g in c.granularities)
             rollouts.append(Rollout(f"step{n}", n, "anchor", head, trainable=(0,), tails=tails))
-        return IterationPlan(sigmas, tuple(rollouts), anchor=make_transitions(self.num_steps))
+        return IterationPlan(self.sigmas, tuple(rollouts), anchor=make_transitions(c.num_steps))
+
+
+register(MethodSpec("egrpo", EGRPOMethod, EGRPOPlan, "E-GRPO"))

@@ -1,41 +1,72 @@
 """Execute an IterationPlan for a batch of prompts (sampling phase) and turn the result into
 training units.
 
-Randomness: row r of rollout `key` for prompt `p` draws from generator(*seed_key, p, key, r), the
-group-shared noise from generator(*seed_key, p, "shared") and the anchor from (..., "anchor"), so a
-sample never depends on batching, rank count or the order prompts are processed in.
+Randomness: row r of rollout `key` for the prompt in slot `s` of the iteration draws from
+generator(*seed_key, s, key, r), the group-shared noise from generator(*seed_key, s, "shared") and
+the anchor (or probe) from (..., s, "anchor"), so a sample never depends on batching, rank count or
+processing order, and a prompt repeated in one iteration (a small prompt set) gets fresh noise in
+each slot.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping
 
 import torch
 
 from .flux import FluxBackbone, PromptEmbeds
+from .methods import MethodConfig
 from .plans import IterationPlan, Rollout
-from .sampler import Lane, initial_noise, run_lanes
+from .sampler import Lane, initial_noise, make_transitions, run_lanes
 from .seeding import generator
+
+FINAL = "final"  # image key of a rollout without tails: its head's own end
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One slot of an iteration's global prompt list: seeds derive from the slot, text from the id."""
+
+    slot: int
+    id: int
+    text: str
+    embeds: PromptEmbeds  # one row
 
 
 @dataclass
 class GroupSample:
-    """One rollout's G trajectories for one prompt: head latents/log-probs and final images per tail."""
+    """One rollout's G trajectories for one prompt; its rewards and advantages travel with it."""
 
     rollout: Rollout
+    index: int  # the rollout's position in the plan
+    prompt: Prompt
     sigmas: torch.Tensor
-    prompt_id: int
-    embeds: PromptEmbeds  # one row
     latents: list[torch.Tensor]  # [G, N, C] at each head boundary
     log_probs: torch.Tensor  # [G, K_head]
-    images: list[torch.Tensor]  # one [G, 3, H, W] per tail (or the head's own end)
+    images: dict[str, torch.Tensor]  # tail key (or FINAL) -> [G, 3, H, W]
+    rewards: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # tail -> reward -> [G]
+    advantages: torch.Tensor | None = None  # [G]
+
+
+@dataclass
+class IterationSample:
+    """What one iteration sampled on this rank: the groups, and per prompt slot the probe image (the
+    current policy's ODE sample: E-GRPO's anchor, an extra lane for the others) with its rewards."""
+
+    groups: list[GroupSample]
+    prompts: dict[int, Prompt]  # slot -> prompt
+    probes: dict[int, torch.Tensor] = field(default_factory=dict)  # slot -> [1, 3, H, W]
+    probe_rewards: dict[int, dict[str, float]] = field(default_factory=dict)
+    probe_passes: int = 0  # passes of extra probe lanes (not part of the method's compute)
 
 
 @dataclass
 class TrainUnit:
-    """Trained transitions of one group sharing step i -> j: one forward over the distinct inputs x,
-    then row k is scored as the transition x[index[k]] -> prev[k]."""
+    """Trained transitions of one group sharing step i -> j within one optimizer step (`update`): one
+    forward over the distinct inputs x, then row k is scored as the transition x[index[k]] -> prev[k]."""
 
+    update: int
     sigmas: torch.Tensor
     i: int
     j: int
@@ -49,59 +80,73 @@ class TrainUnit:
     advantages: torch.Tensor  # [M]
 
 
+def shares_input(rollout: Rollout, k: int) -> bool:
+    """Do all rows of a rollout enter head transition k from the same latent? Yes when they start from
+    one latent (the anchor's, or one shared noise) and nothing stochastic came before k."""
+    return rollout.source in ("anchor", "shared_noise") and not any(t.stochastic for t in rollout.head[:k])
+
+
 @torch.no_grad()
-def sample_iteration(backbone: FluxBackbone, plan: IterationPlan, prompts: list[tuple[int, PromptEmbeds]],
-                     seed_key: tuple, group_size: int, height: int, width: int,
-                     max_batch: int | None = None, lockstep: bool = True) -> list[GroupSample]:
-    """Sample every rollout of `plan` for each (prompt id, one-row embeds), all prompts in lockstep:
-    anchors first, then every group's head, then every tail, each phase batched by `run_lanes`.
+def sample_iteration(backbone: FluxBackbone, plan: IterationPlan, prompts: list[Prompt], seed_key: tuple,
+                     group_size: int, height: int, width: int, max_batch: int | None = None,
+                     lockstep: bool = True, probe: bool = False) -> IterationSample:
+    """Sample every rollout of `plan` for each prompt, all prompts in lockstep: anchors first, then
+    every group's head, then every tail, each phase batched by `run_lanes`. With `probe`, a plan
+    without an anchor also runs one ODE sample per prompt (counted apart, in `probe_passes`).
     lockstep=False runs each lane on its own (the unbatched baseline of benchmarks/)."""
     def run(lanes):
         for chunk in ([lanes] if lockstep else [[lane] for lane in lanes]):
             run_lanes(backbone, chunk, height=height, width=width, max_batch=max_batch)
 
-    def rollout_sigmas(r: Rollout) -> torch.Tensor:
-        return plan.sigmas if r.sigmas is None else r.sigmas
+    def noise(p: Prompt, name: str) -> torch.Tensor:
+        return initial_noise(backbone, [generator(*seed_key, p.slot, name)], height, width)
 
-    anchors: dict[int, dict[int, torch.Tensor]] = {}
-    if plan.anchor is not None:
-        lanes = [Lane(e, plan.sigmas, plan.anchor,
-                      initial_noise(backbone, [generator(*seed_key, pid, "anchor")], height, width))
-                 for pid, e in prompts]
-        run(lanes)
-        anchors = {pid: {t.i: x for t, x in zip(plan.anchor, lane.latents)} for (pid, _), lane in zip(prompts, lanes)}
+    anchor = plan.anchor if plan.anchor is not None else (make_transitions(len(plan.sigmas) - 1) if probe else None)
+    anchors: dict[int, Lane] = {}
+    probe_passes = 0
+    if anchor is not None:
+        anchors = {p.slot: Lane(p.embeds, plan.sigmas, anchor, noise(p, "anchor")) for p in prompts}
+        before = backbone.passes
+        run(list(anchors.values()))
+        if plan.anchor is None:
+            probe_passes = backbone.passes - before
+            backbone.passes = before  # a measurement, not the method's compute
+    visited = {slot: {t.i: x for t, x in zip(anchor, lane.latents)} for slot, lane in anchors.items()}
 
-    heads = []
-    for pid, e in prompts:
-        for r in plan.rollouts:
-            gens = [generator(*seed_key, pid, r.key, row) for row in range(group_size)]
+    heads: list[tuple[int, Prompt, Rollout, Lane]] = []
+    for p in prompts:
+        for index, r in enumerate(plan.rollouts):
+            gens = [generator(*seed_key, p.slot, r.key, row) for row in range(group_size)]
             if r.source == "anchor":
-                if r.start not in anchors.get(pid, {}):
+                if plan.anchor is None or r.start not in visited[p.slot]:
                     raise ValueError(f"rollout {r.key} starts from anchor step {r.start}, which the anchor does not visit")
-                x = anchors[pid][r.start].expand(group_size, -1, -1)
+                x = visited[p.slot][r.start].expand(group_size, -1, -1)
             elif r.source == "shared_noise":
-                x = initial_noise(backbone, [generator(*seed_key, pid, "shared")], height, width).expand(group_size, -1, -1)
+                x = noise(p, "shared").expand(group_size, -1, -1)
             else:
                 x = initial_noise(backbone, gens, height, width)
-            heads.append((pid, e, r, Lane(e, rollout_sigmas(r), r.head, x, gens)))
+            sigmas = plan.sigmas if r.sigmas is None else r.sigmas
+            heads.append((index, p, r, Lane(p.embeds, sigmas, r.head, x, gens)))
     run([lane for *_, lane in heads])
 
-    tails = [[Lane(e, rollout_sigmas(r), tail, lane.x, keep_latents=False) for tail in r.tails]
-             for pid, e, r, lane in heads]
-    run([t for ts in tails for t in ts])
+    tails = [{t.key: Lane(p.embeds, lane.sigmas, t.transitions, lane.x, keep_latents=False, origin=(p.slot, r.key))
+              for t in r.tails} for _, p, r, lane in heads]
+    run([lane for ts in tails for lane in ts.values()])
 
-    finals = [[lane.x] if not r.tails else [t.x for t in ts] for (_, _, r, lane), ts in zip(heads, tails)]
-    flat = torch.cat([x for fs in finals for x in fs])
-    images = backbone.decode(flat, height, width)  # chunked by the backbone's decode_batch
-    out, pos = [], 0
-    for (pid, e, r, lane), fs in zip(heads, finals):
-        imgs = []
-        for _ in fs:
-            imgs.append(images[pos:pos + group_size])
-            pos += group_size
+    # ---- decode every final latent and probe in one chunked call, then hand each its images
+    keys, finals = [], []
+    for (_, _, r, lane), ts in zip(heads, tails):
+        keys.append(list(ts) or [FINAL])
+        finals += [t.x for t in ts.values()] or [lane.x0_hat if r.decode == "x0_hat" else lane.x]
+    finals += [lane.x for lane in anchors.values()]
+    images = iter(backbone.decode(torch.cat(finals), height, width).split([len(x) for x in finals]))
+    groups = []
+    for (index, p, r, lane), names in zip(heads, keys):
         traj = lane.trajectory()
-        out.append(GroupSample(r, rollout_sigmas(r), pid, e, traj.latents, traj.log_probs, imgs))
-    return out
+        groups.append(GroupSample(r, index, p, lane.sigmas, traj.latents, traj.log_probs,
+                                  {name: next(images) for name in names}))
+    return IterationSample(groups, {p.slot: p for p in prompts}, {slot: next(images) for slot in anchors},
+                           probe_passes=probe_passes)
 
 
 def trained_rows(group: GroupSample, seed_key: tuple, group_size: int) -> dict[int, list[int]]:
@@ -111,7 +156,7 @@ def trained_rows(group: GroupSample, seed_key: tuple, group_size: int) -> dict[i
     for row in range(group_size):
         ks = r.trainable
         if r.train_per_row is not None:
-            g = generator(*seed_key, group.prompt_id, r.key, "train", row)
+            g = generator(*seed_key, group.prompt.slot, r.key, "train", row)
             perm = torch.randperm(len(r.trainable), generator=g)[: r.train_per_row]
             ks = [r.trainable[int(p)] for p in perm.sort().values]
         for k in ks:
@@ -119,22 +164,54 @@ def trained_rows(group: GroupSample, seed_key: tuple, group_size: int) -> dict[i
     return {k: rows for k, rows in per_k.items() if rows}
 
 
-def train_units(group: GroupSample, advantages: torch.Tensor, seed_key: tuple, micro_batch: int) -> list[TrainUnit]:
-    """Training units of one group. Rows whose input latent is identical (E-GRPO's branches off the
-    anchor, MixGRPO's shared ODE prefix) share one forward pass."""
+def update_of(method: MethodConfig, group: GroupSample, row: int) -> int:
+    """Which optimizer step of the iteration trains this row of this group (see MethodConfig.update)."""
+    if method.update == "rollout":
+        return group.index
+    if method.update == "samples":
+        return row // method.samples_per_update
+    return 0
+
+
+def train_units(group: GroupSample, seed_key: tuple, micro_batch: int, method: MethodConfig) -> list[TrainUnit]:
+    """Training units of one group (its advantages set). Rows entering a transition from one shared
+    latent (E-GRPO's branches off the anchor, MixGRPO's shared ODE prefix) share one forward pass."""
+    if group.advantages is None:
+        raise ValueError("train_units needs the group's advantages")
     units = []
-    advantages = advantages.to(group.log_probs.device)  # rewards score on the CPU; the latents may be on a GPU
+    advantages = group.advantages.to(group.log_probs.device)  # rewards score on the CPU; latents may be on a GPU
     for k, rows in trained_rows(group, seed_key, len(advantages)).items():
         t = group.rollout.head[k]
-        x_in = group.latents[k][rows]
-        shared = all(torch.equal(x_in[0], x_in[m]) for m in range(1, len(rows)))
-        n = len(rows)
-        chunks = [range(n)] if shared else [range(lo, min(lo + micro_batch, n)) for lo in range(0, n, micro_batch)]
-        for sel in map(list, chunks):
-            rows_sel = [rows[m] for m in sel]
-            x = x_in[sel[:1]] if shared else x_in[sel]
-            index = torch.zeros(len(sel), dtype=torch.long) if shared else torch.arange(len(sel))
-            units.append(TrainUnit(group.sigmas, t.i, t.j, t.rule, t.eta, group.embeds, x, index,
-                                   group.latents[k + 1][rows_sel], group.log_probs[rows_sel, k],
-                                   advantages[rows_sel]))
+        shared = shares_input(group.rollout, k)
+        blocks: dict[int, list[int]] = {}
+        for row in rows:
+            blocks.setdefault(update_of(method, group, row), []).append(row)
+        for update, block in blocks.items():
+            chunks = [block] if shared else [block[lo:lo + micro_batch] for lo in range(0, len(block), micro_batch)]
+            for sel in chunks:
+                x = group.latents[k][sel[:1]] if shared else group.latents[k][sel]
+                index = torch.zeros(len(sel), dtype=torch.long) if shared else torch.arange(len(sel))
+                units.append(TrainUnit(update, group.sigmas, t.i, t.j, t.rule, t.eta, group.prompt.embeds, x, index,
+                                       group.latents[k + 1][sel], group.log_probs[sel, k], advantages[sel]))
     return units
+
+
+def score_sample(sample: IterationSample, rewards: Mapping[str, object], batch: int) -> None:
+    """Score every group image and probe with every reward (one chunked call per reward) and store
+    the rewards on their groups and probes."""
+    from .rewards import score
+
+    items = [(g, key, im) for g in sample.groups for key, im in g.images.items()]
+    images = [im for *_, im in items] + list(sample.probes.values())
+    texts = [g.prompt.text for g, _, im in items for _ in range(len(im))]
+    texts += [sample.prompts[slot].text for slot in sample.probes]
+    if not images:
+        return
+    sizes = [len(im) for im in images]
+    flat = torch.cat(images)
+    for name, fn in rewards.items():
+        parts = score(fn, name, flat, texts, batch=batch).split(sizes)
+        for (g, key, _), part in zip(items, parts):
+            g.rewards.setdefault(key, {})[name] = part
+        for slot, part in zip(sample.probes, parts[len(items):]):
+            sample.probe_rewards.setdefault(slot, {})[name] = float(part[0])

@@ -8,7 +8,7 @@ stochastic, which is all the GRPO update needs to re-score them later.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Hashable, Mapping, Sequence
 
 import torch
 
@@ -95,21 +95,32 @@ class Lane:
     """
 
     def __init__(self, embeds: PromptEmbeds, sigmas: torch.Tensor, transitions: Sequence[Transition],
-                 x: torch.Tensor, generators: Sequence[torch.Generator] | None = None, *, keep_latents: bool = True):
+                 x: torch.Tensor, generators: Sequence[torch.Generator] | None = None, *, keep_latents: bool = True,
+                 origin: Hashable | None = None):
         transitions = tuple(transitions)
         if any(a.j != b.i for a, b in zip(transitions, transitions[1:])):
             raise ValueError("transitions must be contiguous")
         rows = x.shape[0]
         if any(t.stochastic for t in transitions) and (generators is None or len(generators) != rows):
             raise ValueError("a stochastic transition needs one generator per batch row")
-        self.source = embeds  # lanes sharing x, conditioning and sigma share one forward (E-GRPO's tails)
         self.embeds = embeds if len(embeds) == rows else embeds.select([0] * rows)
         self.sigmas, self.transitions, self.generators = sigmas, transitions, generators
         self.keep_latents = keep_latents
+        # lanes built with one origin start from the same latent, conditioning and sigmas (E-GRPO's tails
+        # of a branch group): while the transitions they have taken agree, their inputs are identical
+        self.origin = origin
         self.x = x.float()
+        self.x0_hat = None  # the data prediction x - sigma * v at the last transition's input
         self.latents, self.log_probs = [self.x], []
         self.pos = 0
-        self.history = None  # (sigma, x0_hat) of the previous DPM-Solver step
+        self.history = None  # (sigma, x0_hat) of the previous transition: DPM-Solver++(2M)'s multistep memory
+
+    @property
+    def share_key(self) -> Hashable:
+        """Lanes with equal keys have identical inputs at their next transition: one forward serves them."""
+        if self.origin is None:
+            return self  # shares with no other lane
+        return (self.origin, self.transitions[: self.pos], float(self.sigmas[self.next_i]))
 
     @property
     def done(self) -> bool:
@@ -122,19 +133,21 @@ class Lane:
     def advance(self, v: torch.Tensor) -> None:
         """Take the next transition given the velocity at the current x."""
         tr, x, sigmas = self.transitions[self.pos], self.x, self.sigmas
+        self.x0_hat = x - sigmas[tr.i].float() * v
         if tr.rule == DPM2:
             s, s_next = float(sigmas[tr.i]), float(sigmas[tr.j])
-            x0 = x - s * v
+            x0 = self.x0_hat
             h = self.history
             x = dpm_solver_2m_step(x, x0, h and h[1], h and h[0], s, s_next)
-            self.history = (s, x0)
             self.log_probs.append(torch.zeros(x.shape[0], device=x.device))
         else:
-            self.history = None
             noise = randn_rows(tuple(x.shape[1:]), list(self.generators), device=x.device) if tr.stochastic else None
             step = sde_step(x, v, sigmas, tr.i, tr.j, rule=tr.rule, eta=tr.eta, noise=noise)
             x = step.prev_sample
             self.log_probs.append(step.log_prob)
+        # every evaluation feeds the multistep memory, so the first DPM step after MixGRPO-Flash's SDE
+        # window is already second order, as the release's sampler does
+        self.history = (float(sigmas[tr.i]), self.x0_hat)
         self.x = x
         self.pos += 1
         if self.keep_latents or self.done:
@@ -170,11 +183,11 @@ def run_lanes(backbone: FluxBackbone, lanes: Sequence[Lane], *, height: int, wid
             size += rows
         chunks.append(cur)
         for chunk in chunks:
-            shared: dict[tuple, list[Lane]] = {}  # identical inputs (same tensor, conditioning, sigma)
+            shared: dict[Hashable, list[Lane]] = {}
             for lane in chunk:
-                shared.setdefault((id(lane.x), id(lane.source), float(lane.sigmas[k])), []).append(lane)
+                shared.setdefault(lane.share_key, []).append(lane)
             uniq = [group[0] for group in shared.values()]
-            x = torch.cat([lane.x for lane in uniq])
+            x = torch.cat([lane.x for lane in uniq])  # [sum of rows, N, C]
             sigma = torch.cat([lane.sigmas[k].expand(lane.x.shape[0]) for lane in uniq])
             e = uniq[0].embeds if len(uniq) == 1 else PromptEmbeds(
                 torch.cat([lane.embeds.prompt for lane in uniq]), torch.cat([lane.embeds.pooled for lane in uniq]),

@@ -24,5 +24,7 @@ def shifted_sigmas(num_steps: int, shift: float) -> torch.Tensor:
 
 
 def quantized_timestep(sigma: torch.Tensor) -> torch.Tensor:
-    """FLUX's conditioning timestep int(sigma*1000)/1000, as DanceGRPO/MixGRPO feed the transformer."""
-    return torch.floor(sigma.double() * 1000.0).div(1000.0).to(torch.float32)
+    """FLUX's conditioning timestep int(sigma * 1000) / 1000 as every reference computes it: the product
+    in float32, truncated (at T = 16, sigma_4 * 1000 rounds to 900.0 in float32 while the float64
+    product floors to 899)."""
+    return torch.trunc(torch.as_tensor(sigma, dtype=torch.float32) * 1000.0) / 1000.0

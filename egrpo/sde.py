@@ -64,7 +64,7 @@ def transition_std(sigmas: torch.Tensor, i: Index, j: Index, *, rule: Rule, eta:
 def transition_mean(
     x: torch.Tensor, v: torch.Tensor, sigmas: torch.Tensor, i: Index, j: Index, *, rule: Rule, eta: float
 ) -> torch.Tensor:
-    """Mean of x' given x and velocity v (fp32). Formulas: ../shared/reference/algorithms.md."""
+    """Mean of x' given x and velocity v (fp32). Formulas: docs/reference.md, "The stochastic step"."""
     x, v = x.float(), v.float()
     sigma = _at(sigmas, i, x.ndim)
     dt = (_at(sigmas, j, x.ndim) - sigma).float()  # < 0

@@ -1,57 +1,67 @@
 """The one GRPO trainer: every method is a RolloutPlan, the loop is the same.
 
-    sample (plan) -> score (rewards) -> advantages (per group) -> PPO-clip update -> log/checkpoint
+    sample (plan) -> score (rewards) -> advantages (per group) -> PPO-clip updates -> log/checkpoint
 
-One AdamW step per iteration on the loss averaged over every trained (sample, transition) pair of
-the global batch. For E-GRPO that is the paper's "average over active steps"; for DanceGRPO and
-MixGRPO it is what their FLUX scripts do with gradient_accumulation_steps = num_generations (each
-per-sample loss divided by accumulation steps x trained steps, one step per iteration).
+An iteration takes as many AdamW steps as its method's update schedule says (`method.update`): one
+per iteration (the E-GRPO paper's Alg. 1), one per rollout (E-GRPO's releases: per active step), or
+one per block of samples (DanceGRPO's and MixGRPO's gradient accumulation). Each step's loss is the
+mean over the (sample, transition) pairs it trains, over all ranks; steps after the first see
+off-policy samples, whose ratios the PPO clip bounds, as in the releases.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
 import torch
 
+from . import checkpoint
 from . import distributed as dist
-from .checkpoint import atomic_save, export_trained, load_trainable_state, trainable_state
-from .config import Config
-from .errors import NonFiniteRewardError, TrainingError
-from .flux import FluxBackbone
+from .config import Config, resume_conflicts
+from .errors import ConfigError, InputError, NonFiniteRewardError, TrainingError
+from .flux import FluxBackbone, resolve_dtype
 from .methods import build_plan
-from .objectives import clipped_ratio_loss, combine_advantages, granularity_advantages
+from .objectives import clipped_ratio_loss, rollout_advantages
 from .prompts import load_prompts
-from .rewards import build_reward, score
-from .rollout import sample_iteration, train_units
+from .rewards import build_reward
+from .rollout import Prompt, sample_iteration, score_sample, train_units
 from .sde import sde_step
 from .seeding import derive_seed, generator
 
 
 class Trainer:
     def __init__(self, cfg: Config, out_dir: str | Path, *, backbone: FluxBackbone | None = None,
-                 rewards: dict | None = None, progress: bool = True):
-        self.cfg, self.out = cfg, Path(out_dir)
+                 rewards: dict | None = None, progress: bool = True, on_config_change: str = "refuse"):
+        """on_config_change: what a checkpoint of another config in out_dir gets: `refuse` (an error
+        naming the keys that differ) or `restart` (it is removed and the run starts afresh)."""
+        self.cfg, self.out, self.on_config_change = cfg, Path(out_dir), on_config_change
         self.device = dist.local_device(cfg.model.device)
         self.rank, self.world = dist.init_from_env(self.device)
         if cfg.train.prompts_per_iteration % self.world:
-            raise ValueError(f"train.prompts_per_iteration ({cfg.train.prompts_per_iteration}) must be divisible "
-                             f"by the number of processes ({self.world}): groups stay whole on a rank")
+            raise ConfigError(f"train.prompts_per_iteration ({cfg.train.prompts_per_iteration}) must be divisible "
+                              f"by the number of processes ({self.world}): groups stay whole on a rank")
         if self.device.type == "cuda":  # process-wide switch; training's attention backward is what faulted
             torch.backends.cuda.enable_cudnn_sdp(cfg.model.cudnn_attention)
         self.plan = build_plan(cfg.method)
-        self.prompts = load_prompts(cfg.train.prompts)
+        self.prompts = load_prompts(cfg.train.prompts, key="train.prompts")
         m = cfg.model
         self.backbone = backbone or FluxBackbone.from_pretrained(
             m.path, device=self.device, dtype=m.dtype, guidance=m.guidance, max_sequence_length=m.max_sequence_length,
             decode_batch=m.decode_batch)
+        # every prompt this rank will train on, encoded once; then the text encoders leave the GPU
+        self._embeds = {pid: None for it in range(cfg.train.iterations) for _, pid in self.iteration_prompts(it)}
+        for pid in self._embeds:
+            self._embeds[pid] = self.backbone.encode_prompts([self.prompts[pid]]).to("cpu")
+        self.backbone.offload_text_encoders()
         self.backbone.enable_training(lora_rank=m.lora_rank or None, lora_alpha=m.lora_alpha,
                                       gradient_checkpointing=m.gradient_checkpointing,
                                       init_seed=derive_seed(cfg.name, cfg.method.name, cfg.seed, "lora_init"))
-        self.model = dist.wrap(self.backbone.transformer, cfg.train.parallel, self.device)
+        self.model = dist.wrap(self.backbone.transformer, cfg.train.parallel, self.device,
+                               param_dtype=self.backbone.dtype)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(self.params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
@@ -60,12 +70,11 @@ class Trainer:
             n: build_reward(n, cfg.rewards.options.get(n), self.device) for n in cfg.rewards.names}
         self.progress = progress and self.rank == 0
         self.start = 0
-        self._embeds: dict[int, object] = {}
 
     # ---- bookkeeping ----------------------------------------------------------------------
     @property
-    def ckpt_path(self) -> Path:
-        return self.out / "checkpoints" / "last.pt"
+    def ckpt_dir(self) -> Path:
+        return self.out / "checkpoints" / "last"
 
     @property
     def log_path(self) -> Path:
@@ -75,128 +84,162 @@ class Trainer:
         c = self.cfg
         return (c.name, c.method.name, c.seed, iteration)
 
-    def prompt_ids(self, iteration: int) -> list[int]:
-        """This rank's share of the iteration's prompts: a seeded permutation per epoch, same for all
-        methods (so methods see the same prompts at the same iteration)."""
+    def iteration_prompts(self, iteration: int) -> list[tuple[int, int]]:
+        """This rank's (slot, prompt id) pairs of an iteration: slots walk a seeded permutation of the
+        prompt set per epoch, the same for every method (so methods see the same prompts at the same
+        iteration); seeds derive from the slot."""
         n, per_it = len(self.prompts), self.cfg.train.prompts_per_iteration
-        ids = []
-        for slot in range(iteration * per_it, (iteration + 1) * per_it):
+        share = per_it // self.world
+        out = []
+        for slot in range(iteration * per_it + self.rank * share, iteration * per_it + (self.rank + 1) * share):
             epoch, pos = divmod(slot, n)
             perm = torch.randperm(n, generator=generator(self.cfg.name, self.cfg.seed, "prompts", epoch))
-            ids.append(int(perm[pos]))
-        share = per_it // self.world
-        return ids[self.rank * share:(self.rank + 1) * share]
+            out.append((slot, int(perm[pos])))
+        return out
 
     def embeds(self, pid: int):
-        if pid not in self._embeds:
-            self._embeds[pid] = self.backbone.encode_prompts([self.prompts[pid]])
-            if len(self._embeds) > 4096:
-                self._embeds.pop(next(iter(self._embeds)))
-        return self._embeds[pid]
+        return self._embeds[pid].to(self.device)
 
     # ---- one iteration ----------------------------------------------------------------------
     def step(self, it: int) -> dict:
         cfg, bb = self.cfg, self.backbone
-        h, w, g = cfg.model.height, cfg.model.width, self.plan.group_size
+        h, w, g = cfg.model.height, cfg.model.width, cfg.method.group_size
         key = self.seed_key(it)
         t0, p0 = time.perf_counter(), bb.passes
 
         # ---- sample
-        plan = self.plan.for_iteration(it)
-        prompts = [(pid, self.embeds(pid)) for pid in self.prompt_ids(it)]
-        groups = sample_iteration(bb, plan, prompts, key, g, h, w, cfg.train.sample_batch)
+        prompts = [Prompt(slot, pid, self.prompts[pid], self.embeds(pid)) for slot, pid in self.iteration_prompts(it)]
+        sample = sample_iteration(bb, self.plan.for_iteration(it), prompts, key, g, h, w, cfg.train.sample_batch,
+                                  probe=cfg.train.probe)
         t1, p1 = time.perf_counter(), bb.passes
 
-        # ---- score: every image of this rank in one call per reward
-        images = torch.cat([im for grp in groups for im in grp.images])
-        texts = [self.prompts[grp.prompt_id] for grp in groups for im in grp.images for _ in range(len(im))]
+        # ---- score every image of this rank; a non-finite reward stops every rank together
+        error = None
         try:
-            scores = {n: score(fn, n, images, texts) for n, fn in self.rewards.items()}
+            score_sample(sample, self.rewards, cfg.rewards.batch)
         except NonFiniteRewardError as e:
-            raise TrainingError(f"iteration {it}: {e}") from None
+            error = f"iteration {it}: {e}; last checkpoint kept"
+        dist.raise_together(error, TrainingError)
         t2 = time.perf_counter()
 
-        # ---- advantages, normalised within each group (per tail, then summed)
-        units, pos = [], 0
-        for grp in groups:
-            per_tail = []
-            for _ in grp.images:
-                per_tail.append(combine_advantages({n: s[pos:pos + g] for n, s in scores.items()}, self.weights,
-                                                   cfg.rewards.aggregation, clip=cfg.optim.adv_clip))
-                pos += g
-            units += train_units(grp, granularity_advantages(per_tail), key, cfg.train.micro_batch)
+        # ---- advantages, normalised within each group (per tail, summed, clamped)
+        units = []
+        for grp in sample.groups:
+            grp.advantages = rollout_advantages(grp.rewards, self.weights, cfg.rewards.aggregation,
+                                                clip=cfg.optim.adv_clip)
+            units += train_units(grp, key, cfg.train.micro_batch, cfg.method)
 
         # ---- update
         stats = self.update(units, it)
         t3 = time.perf_counter()
-        row = {"iteration": it}
-        for n, s in scores.items():
-            s = dist.all_gather_cat(s)
+        return {"iteration": it, **self.reward_stats(sample), **stats,
+                "passes/sampling": int(dist.all_reduce(torch.tensor(p1 - p0))),
+                "passes/training": int(dist.all_reduce(torch.tensor(bb.passes - p1))),
+                "passes/probe": int(dist.all_reduce(torch.tensor(sample.probe_passes))),
+                "time/sampling": t1 - t0, "time/reward": t2 - t1, "time/training": t3 - t2, "time/total": t3 - t0}
+
+    def reward_stats(self, sample) -> dict:
+        """reward/<name>/mean|std over every scored group image (the DanceGRPO/MixGRPO releases' curve);
+        probe/<name>/mean over the prompts' ODE samples (the E-GRPO/G2RPO releases' curve: the
+        anchor's image) and their per-prompt values in slot order (for compute-matched intervals)."""
+        row = {}
+        for n in self.cfg.rewards.names:
+            s = dist.all_gather_cat(torch.cat([r[n] for grp in sample.groups for r in grp.rewards.values()]))
             row[f"reward/{n}/mean"], row[f"reward/{n}/std"] = float(s.mean()), float(s.std())
-        row.update(stats)
-        row.update({
-            "passes/sampling": int(dist.all_reduce(torch.tensor(p1 - p0))),
-            "passes/training": int(dist.all_reduce(torch.tensor(bb.passes - p1))),
-            "time/sampling": t1 - t0, "time/reward": t2 - t1, "time/training": t3 - t2, "time/total": t3 - t0,
-        })
+        if sample.probe_rewards:
+            probes = dict(sorted(dist.all_gather_dict(sample.probe_rewards).items()))
+            for n in self.cfg.rewards.names:
+                values = [r[n] for r in probes.values()]
+                row[f"probe/{n}/mean"], row[f"probe/{n}/prompts"] = sum(values) / len(values), values
         return row
 
     def update(self, units, it: int) -> dict:
-        """PPO-clip on every trained pair, one optimizer step. Ranks run equally many backward passes
-        (padded with zero-weight repeats) so gradient synchronisation lines up."""
+        """PPO-clip over the iteration's units, one AdamW step per update block. Ranks run equally many
+        backward passes per block (padded with zero-weight repeats) so gradient synchronisation lines
+        up; a non-finite loss on any rank stops every rank before the step is applied."""
         cfg, bb = self.cfg, self.backbone
-        n_units = int(dist.all_reduce(torch.tensor(len(units)), "max"))
-        total_rows = float(dist.all_reduce(torch.tensor(float(sum(len(u.prev) for u in units)))))
-        scale = self.world / total_rows  # DDP/FSDP average over ranks -> global mean over pairs
-        loss_sum, ratio_sum, clipped, ratio_dev = 0.0, 0.0, 0.0, 0.0
-        for k in range(n_units):
-            u, weight = (units[k], 1.0) if k < len(units) else (units[0], 0.0)
-            with dist.no_sync(self.model, skip=k < n_units - 1):
-                v = bb.velocity(u.x, u.sigmas[u.i], u.embeds, cfg.model.height, cfg.model.width, module=self.model)
-                step = sde_step(u.x[u.index], v[u.index], u.sigmas, u.i, u.j, rule=u.rule, eta=u.eta, prev_sample=u.prev)
-                loss_rows, ratio, was_clipped = clipped_ratio_loss(step.log_prob, u.old_log_prob, u.advantages,
-                                                                   cfg.optim.clip_range)
-                loss = loss_rows.sum() * scale * weight
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"iteration {it}: non-finite loss ({float(loss)}); last checkpoint kept")
-                loss.backward()
-            loss_sum += float(loss_rows.detach().sum()) * weight
-            ratio_sum += float(ratio.sum()) * weight
-            clipped += float(was_clipped.sum()) * weight
-            ratio_dev = max(ratio_dev, float((ratio - 1).abs().max()) * weight)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip)
-        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
-        if not math.isfinite(grad_norm):
-            raise TrainingError(f"iteration {it}: non-finite gradient norm; last checkpoint kept")
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        n_updates = int(dist.all_reduce(torch.tensor(max((u.update for u in units), default=-1) + 1), "max"))
+        loss_sum = ratio_sum = clipped = ratio_dev = first_dev = 0.0
+        pairs, grad_norms = 0.0, []
+        for k in range(n_updates):
+            mine = [u for u in units if u.update == k]
+            n_units = int(dist.all_reduce(torch.tensor(len(mine)), "max"))
+            rows = float(dist.all_reduce(torch.tensor(float(sum(len(u.prev) for u in mine)))))
+            if rows == 0:
+                continue
+            scale = self.world / rows  # DDP/FSDP average over ranks -> the step's mean over pairs
+            bad = False
+            for m in range(n_units):
+                u, weight = (mine[m], 1.0) if m < len(mine) else ((mine or units)[0], 0.0)
+                with dist.no_sync(self.model, skip=m < n_units - 1):
+                    v = bb.velocity(u.x, u.sigmas[u.i], u.embeds, cfg.model.height, cfg.model.width, module=self.model)
+                    step = sde_step(u.x[u.index], v[u.index], u.sigmas, u.i, u.j, rule=u.rule, eta=u.eta, prev_sample=u.prev)
+                    loss_rows, ratio, was_clipped = clipped_ratio_loss(step.log_prob, u.old_log_prob, u.advantages,
+                                                                       cfg.optim.clip_range)
+                    loss = loss_rows.sum() * scale * weight
+                    bad |= not bool(torch.isfinite(loss))
+                    loss.backward()
+                loss_sum += float(loss_rows.detach().sum()) * weight
+                ratio_sum += float(ratio.sum()) * weight
+                clipped += float(was_clipped.sum()) * weight
+                ratio_dev = max(ratio_dev, float((ratio - 1).abs().max()) * weight)
+            if not grad_norms:  # the first step is on-policy: its ratios must be exactly 1
+                first_dev = ratio_dev
+            dist.raise_together(f"iteration {it}: non-finite loss; last checkpoint kept" if bad else None, TrainingError)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip)
+            grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+            if not math.isfinite(grad_norm):  # the norm is global: every rank raises here together
+                raise TrainingError(f"iteration {it}: non-finite gradient norm; last checkpoint kept")
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            pairs += rows
+            grad_norms.append(grad_norm)
         sums = dist.all_reduce(torch.tensor([loss_sum, ratio_sum, clipped], dtype=torch.float64))
-        return {"loss": float(sums[0]) / total_rows, "ratio/mean": float(sums[1]) / total_rows,
-                "clip_fraction": float(sums[2]) / total_rows,
+        return {"loss": float(sums[0]) / pairs, "ratio/mean": float(sums[1]) / pairs,
+                "clip_fraction": float(sums[2]) / pairs,
                 "ratio/max_dev": float(dist.all_reduce(torch.tensor(ratio_dev), "max")),
-                "grad_norm": grad_norm, "trained_pairs": int(total_rows)}
+                "ratio/first_update_max_dev": float(dist.all_reduce(torch.tensor(first_dev), "max")),
+                "grad_norm": max(grad_norms), "updates": len(grad_norms), "trained_pairs": int(pairs)}
 
-    # ---- the loop ---------------------------------------------------------------------------
+    # ---- checkpoints and the log --------------------------------------------------------------
     def resume(self) -> int:
-        """Load the last checkpoint if any; truncate the log to the iterations it covers."""
-        if not self.ckpt_path.is_file():
+        """Load the last checkpoint if any (refusing one of another config) and cut the log to the
+        iterations it covers; without one, start a fresh log."""
+        meta = checkpoint.read_meta(self.ckpt_dir)
+        if meta is not None:
+            conflicts = resume_conflicts(meta["config"], self.cfg.to_dict())
+            if conflicts and self.on_config_change == "restart":
+                if self.rank == 0:
+                    print(f"{self.ckpt_dir} is a checkpoint of another config (differs in {', '.join(conflicts)}): "
+                          "starting afresh", flush=True)
+                    shutil.rmtree(self.ckpt_dir)
+                dist.barrier()
+                meta = None
+            elif conflicts:
+                raise ConfigError(f"{self.ckpt_dir} is a checkpoint of another config (differs in "
+                                  f"{', '.join(conflicts)}); resume only continues a run of the same config "
+                                  "(train.iterations may grow): use another --out, or delete the run directory")
+        if meta is None:
+            if self.rank == 0:
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                self.log_path.write_text("")  # a run from iteration 0 starts a fresh log
             return 0
-        ck = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
-        load_trainable_state(self.model, self.optimizer, ck["model"], ck["optimizer"])
-        self.start = ck["iteration"]
-        if self.rank == 0 and self.log_path.is_file():
-            rows = [r for r in map(json.loads, self.log_path.read_text().splitlines()) if r["iteration"] < self.start]
-            self.log_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        checkpoint.load(self.ckpt_dir, self.model, self.optimizer)
+        self.start = int(meta["iteration"])
+        if self.rank == 0:
+            self.log_path.write_text("".join(json.dumps(r) + "\n" for r in read_log(self.log_path, before=self.start)))
         return self.start
 
-    def save_checkpoint(self, iteration: int) -> dict:
-        """Gather and write the checkpoint; returns the gathered trainable weights."""
-        model_sd, optim_sd = trainable_state(self.model, self.optimizer)
-        if self.rank == 0:
-            atomic_save({"iteration": iteration, "model": model_sd, "optimizer": optim_sd,
-                         "config": self.cfg.model_dump(mode="json")}, self.ckpt_path)
-        dist.barrier()
-        return model_sd
+    def save_checkpoint(self, iteration: int) -> None:
+        """Write the sharded checkpoint, only of finite weights: a run whose weights blew up keeps the
+        last finite checkpoint."""
+        finite = all(bool(torch.isfinite(p.detach().to_local() if hasattr(p, "to_local") else p.detach()).all())
+                     for p in self.params)
+        dist.raise_together(None if finite else f"iteration {iteration}: the weights are no longer finite; "
+                            "the last finite checkpoint is kept", TrainingError)
+        checkpoint.save(self.ckpt_dir, self.model, self.optimizer,
+                        {"iteration": iteration, "config": self.cfg.to_dict(), "digest": self.cfg.digest(),
+                         "world": self.world})
 
     def train(self) -> Path:
         """Run (or resume) to cfg.train.iterations; returns the exported final/ directory."""
@@ -205,15 +248,14 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         start = self.resume()
         if start and self.rank == 0:
-            print(f"resuming from the checkpoint at iteration {start} ({self.ckpt_path})", flush=True)
+            print(f"resuming from the checkpoint at iteration {start} ({self.ckpt_dir})", flush=True)
         if self.rank == 0:
-            (self.out / "config.json").write_text(json.dumps(self.cfg.model_dump(mode="json"), indent=2))
+            (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
             (self.out / "provenance.json").write_text(json.dumps(provenance(self.cfg, self.device, self.world), indent=2))
         writer = _tensorboard(self.out) if self.rank == 0 else None
         total = self.cfg.train.iterations
         bar = tqdm(range(start, total), initial=start, total=total, disable=not self.progress,
                    desc=f"{self.cfg.method.name} seed {self.cfg.seed}")
-        model_sd = None
         for it in bar:
             row = self.step(it)
             if self.rank == 0:
@@ -221,20 +263,41 @@ class Trainer:
                     f.write(json.dumps(row) + "\n")
                 if writer:
                     for k, v in row.items():
-                        writer.add_scalar(k, v, it)
+                        if isinstance(v, (int, float)):
+                            writer.add_scalar(k, v, it)
                 first = self.cfg.rewards.names[0]
                 bar.set_postfix(reward=f"{row[f'reward/{first}/mean']:.4f}", loss=f"{row['loss']:.3g}")
             if (it + 1) % self.cfg.train.checkpoint_every == 0 or it + 1 == total:
-                model_sd = self.save_checkpoint(it + 1)
-        if model_sd is None:  # resumed at the end: nothing was gathered this run
-            model_sd, _ = trainable_state(self.model)
+                self.save_checkpoint(it + 1)
+        m = self.cfg.model
+        weights = checkpoint.full_trainable_state(self.model, dtype=resolve_dtype(m.dtype, self.device))
         final = self.out / "final"
         if self.rank == 0:
-            m = self.cfg.model
             lora = {"rank": m.lora_rank, "alpha": m.lora_alpha or m.lora_rank} if m.lora_rank else None
-            final = export_trained(self.out, model_sd, m.path, lora)
+            final = checkpoint.export_trained(self.out, weights, m.path, lora)
         dist.barrier()
+        if not self.cfg.train.keep_checkpoint and self.rank == 0:
+            shutil.rmtree(self.ckpt_dir.parent, ignore_errors=True)
         return final
+
+
+def read_log(path: Path, before: int) -> list[dict]:
+    """The rows of a run's log.jsonl for iterations < `before`. A partial last line (a run killed while
+    writing it) is dropped; a malformed line anywhere else is an error naming the file and line."""
+    if not path.is_file():
+        return []
+    lines = path.read_text().splitlines()
+    rows = []
+    for n, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines):
+                break
+            raise InputError(f"{path}: line {n} is not a JSON row; fix or delete the line to resume") from None
+        if row.get("iteration", before) < before:
+            rows.append(row)
+    return rows
 
 
 def provenance(cfg: Config, device: torch.device, world: int) -> dict:

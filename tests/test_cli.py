@@ -1,13 +1,18 @@
+import json
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import tiny_run_config
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "egrpo", *args], capture_output=True, text=True, timeout=300)
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "egrpo", *args], capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
 def test_train_cli_writes_log_checkpoint_and_weights(tiny_flux_dir, tmp_path):
@@ -17,8 +22,10 @@ def test_train_cli_writes_log_checkpoint_and_weights(tiny_flux_dir, tmp_path):
              "--no-progress")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "o" / "final" / "trainable.safetensors").is_file()
-    assert (tmp_path / "o" / "checkpoints" / "last.pt").is_file()
+    assert (tmp_path / "o" / "checkpoints" / "last" / "meta.json").is_file()
     assert '"seed": 3' in (tmp_path / "o" / "config.json").read_text()
+    meta = json.loads((tmp_path / "o" / "final" / "meta.json").read_text())
+    assert Path(meta["base"]).is_absolute()  # resolves from any working directory
 
 
 def test_train_then_evaluate_matches_a_separate_evaluation(tiny_flux_dir, tmp_path):
@@ -37,7 +44,8 @@ def test_train_then_evaluate_matches_a_separate_evaluation(tiny_flux_dir, tmp_pa
     r = _cli("train", "--config", str(cfg), "--method", "dancegrpo", "--out", str(tmp_path / "o"), "--no-progress",
              "--evaluate", str(protocol), "--eval-out", str(tmp_path / "fused.csv"))
     assert r.returncode == 0, r.stderr
-    r = _cli("evaluate", "--run", str(tmp_path / "o"), "--protocol", str(protocol), "--out", str(tmp_path / "sep.csv"))
+    r = _cli("evaluate", "--run", str(tmp_path / "o"), "--protocol", str(protocol), "--out", str(tmp_path / "sep.csv"),
+             cwd="/")  # evaluation works from any working directory
     assert r.returncode == 0, r.stderr
     fused, separate = pd.read_csv(tmp_path / "fused.csv"), pd.read_csv(tmp_path / "sep.csv")
     assert len(fused) == 3

@@ -1,41 +1,134 @@
-"""torchrun with 2 CPU processes (gloo) gives the same run as 1 process with the same global batch."""
+"""Multi-process training on CPU processes (torchrun, gloo): the same run as one process, exports that
+hold the trained weights, sharded gradients under FSDP2, resume at another world size, failure agreed
+by every rank; and the CUDA set-up order, with CUDA calls mocked."""
 
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
 from conftest import tiny_run_config
 
 # Tolerances: rewards and grad norms agree to float32 reduction-order noise (~1e-5 relative here);
 # the PPO loss is itself ~1e-6 (advantages have zero group mean at ratio 1), so it is compared absolutely.
 REL, LOSS_ABS = 1e-3, 1e-4
+WORKER = Path(__file__).with_name("dist_worker.py")
 
 
-def _run(cfg_path, out, nproc, *extra):
+def _launch(nproc, *args, check=True):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc)] if nproc > 1 \
-        else [sys.executable]
-    cmd = launcher + ["-m", "egrpo", "train", "--config", str(cfg_path), "--method", "dancegrpo",
-                      "--out", str(out), "--no-progress", *extra]
-    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=300)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)] \
+        if nproc > 1 else [sys.executable]
+    r = subprocess.run(launcher + list(args), env=env, capture_output=True, text=True, timeout=600)
+    if check and r.returncode != 0:
+        raise AssertionError(f"exit {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+def _train(cfg_path, out, nproc, *extra):
+    _launch(nproc, "-m", "egrpo", "train", "--config", str(cfg_path), "--out", str(out), "--no-progress", *extra)
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
+def _config(tmp_path, tiny_flux_dir, method="egrpo", **sections):
+    cfg = tiny_run_config(tiny_flux_dir, method, **sections)
+    cfg["method"]["name"] = method
+    path = tmp_path / f"{method}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_two_processes_match_one(tiny_flux_dir, tmp_path, parallel):
-    cfg = tiny_run_config(tiny_flux_dir, "dancegrpo", train={"iterations": 3, "checkpoint_every": 10})
-    cfg_path = tmp_path / "cfg.yaml"
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    one = _run(cfg_path, tmp_path / "one", 1)
-    two = _run(cfg_path, tmp_path / "two", 2, "--set", f"train.parallel={parallel}")
+def test_two_processes_match_one_and_export_the_trained_weights(tiny_flux_dir, tmp_path, parallel):
+    """E-GRPO's release schedule (4 AdamW steps an iteration here) over 2 ranks equals 1 process; the
+    export holds the trained weights (DDP once exported an empty file) and equals the 1-process one."""
+    # a small learning rate: with the clip binding on later steps, reduction-order noise would otherwise grow
+    cfg = _config(tmp_path, tiny_flux_dir, train={"iterations": 3, "checkpoint_every": 10}, optim={"lr": 1e-3})
+    one = _train(cfg, tmp_path / "one", 1)
+    two = _train(cfg, tmp_path / "two", 2, "--set", f"train.parallel={parallel}")
     assert len(one) == len(two) == 3
     for a, b in zip(one, two):
+        assert a["updates"] == b["updates"] == 4
         assert a["reward/brightness/mean"] == pytest.approx(b["reward/brightness/mean"], rel=REL)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=REL)
         assert abs(a["loss"] - b["loss"]) < LOSS_ABS
         assert a["trained_pairs"] == b["trained_pairs"] and a["passes/sampling"] == b["passes/sampling"]
     assert one[2]["reward/brightness/mean"] != one[0]["reward/brightness/mean"]  # the model did change
+    w1, w2 = (load_file(str(tmp_path / run / "final" / "trainable.safetensors")) for run in ("one", "two"))
+    assert len(w2) > 0 and w1.keys() == w2.keys()
+    assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) < 1e-4
+
+
+def test_fsdp_gradients_stay_sharded_between_backward_passes(tiny_flux_dir, tmp_path):
+    cfg = _config(tmp_path, tiny_flux_dir, train={"parallel": "fsdp"})
+    r = _launch(2, str(WORKER), "sharded_grads", str(cfg), str(tmp_path / "o"))
+    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 2
+    for row in rows:
+        # no full-size gradient is ever held; each rank keeps half of every gradient
+        assert row["full_grads"] == 0 and row["sharded"] and row["local"] < 0.6 * row["global"]
+
+
+def test_resume_at_another_world_size(tiny_flux_dir, tmp_path):
+    """A sharded checkpoint of a 2-rank FSDP run resumes in one process (DCP reshards)."""
+    cfg = _config(tmp_path, tiny_flux_dir, train={"iterations": 2, "checkpoint_every": 1, "parallel": "fsdp"})
+    _train(cfg, tmp_path / "run", 2)
+    shards = sorted(p.name for p in (tmp_path / "run" / "checkpoints" / "last").glob("*.distcp"))
+    assert shards == ["__0_0.distcp", "__1_0.distcp"]  # each rank wrote its own shard
+    log = _train(cfg, tmp_path / "run", 1, "--set", "train.iterations=4")
+    assert [r["iteration"] for r in log] == [0, 1, 2, 3]
+    out = (tmp_path / "run" / "log.jsonl").read_text()
+    assert out.count('"iteration": 1,') == 1
+
+
+def test_a_failure_on_one_rank_stops_every_rank_with_the_same_error(tiny_flux_dir, tmp_path):
+    cfg = _config(tmp_path, tiny_flux_dir, method="dancegrpo", rewards={"names": ["nan_on_rank_one"]})
+    r = _launch(2, str(WORKER), "nan", str(cfg), str(tmp_path / "o"), check=False)
+    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 2, r.stderr[-2000:]  # both ranks returned (no rank left waiting in a collective)
+    assert rows[0]["result"] == rows[1]["result"] and "non-finite values" in rows[0]["result"]
+    assert "(rank 1)" in rows[0]["result"]
+
+
+def test_cuda_setup_order_and_this_ranks_gpu(monkeypatch):
+    """set_device(LOCAL_RANK) before the process group, which is bound to that device; a bare `cuda`
+    is this rank's GPU. (No GPU here: the CUDA calls are recorded, not run.)"""
+    from egrpo import distributed as dist
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", str(d))))
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group",
+                        lambda backend, device_id=None: calls.append(("init", backend, str(device_id))))
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 3)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 8)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    device = dist.local_device("cuda")
+    assert device == torch.device("cuda", 3) and dist.local_device("auto") == torch.device("cuda", 3)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: not not calls[1:])
+    dist.init_from_env(device)
+    assert calls == [("set_device", "cuda:3"), ("init", "cpu:gloo,cuda:nccl", "cuda:3")]
+
+
+def test_a_gpu_job_that_cannot_see_cuda_fails_instead_of_running_on_the_cpu(monkeypatch):
+    from egrpo import distributed as dist
+    from egrpo.errors import DeviceError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for var in ("SLURM_JOB_GPUS", "SLURM_GPUS_ON_NODE", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(var, raising=False)
+    assert dist.local_device("auto") == torch.device("cpu")  # a CPU job stays a CPU job
+    monkeypatch.setenv("SLURM_JOB_GPUS", "0,1")
+    with pytest.raises(DeviceError, match=r"SLURM_JOB_GPUS=0,1.*torch .*CUDA"):
+        dist.local_device("auto")
+    monkeypatch.delenv("SLURM_JOB_GPUS")
+    with pytest.raises(DeviceError, match="model.device asks for cuda"):
+        dist.local_device("cuda")

@@ -7,7 +7,7 @@ from egrpo.schedule import shifted_sigmas
 
 SIGMAS = shifted_sigmas(16, 3.0)
 
-# algorithms.md: T = 16, s = 3, a = 0.7, active steps 0..7, entropy-power reading
+# docs/reference.md: T = 16, s = 3, a = 0.7, active steps 0..7, entropy-power reading
 TAU_TABLE = {
     1.8: [1, 1, 1, 2, 2, 2, 2, 3],
     2.0: [1, 1, 1, 2, 2, 2, 3, 3],
@@ -28,10 +28,13 @@ def test_squared_reading_collapses_2_0_and_2_2():
 
 
 def test_tau_zero_and_fixed_and_end_of_schedule():
-    assert merge_lengths(SIGMAS, range(16), tau=0.0, eta=0.7) == [1] * 16
-    assert merge_lengths(SIGMAS, [0, 10, 14, 15], tau=2.2, eta=0.7, fixed=4) == [4, 4, 2, 1]
-    # unreachable threshold: merge to the end, never past it
-    assert merge_lengths(SIGMAS, [12, 15], tau=100.0, eta=0.7) == [4, 1]
+    assert merge_lengths(SIGMAS, range(15), tau=0.0, eta=0.7) == [1] * 15
+    # a merged step never lands on sigma = 0: at the latest on step T - 1, leaving one ODE step
+    assert merge_lengths(SIGMAS, [0, 10, 12, 14], tau=2.2, eta=0.7, fixed=4) == [4, 4, 3, 1]
+    assert merge_lengths(SIGMAS, [12, 14], tau=100.0, eta=0.7) == [3, 1]  # unreachable threshold: longest allowed
+    # Table 3's second8 at tau 2.2: steps 11-14 would reach sigma = 0 uncapped; they end on step 15
+    assert merge_lengths(SIGMAS, range(8, 15), tau=2.2, eta=0.7) == [4, 4, 4, 4, 3, 2, 1]
+    assert merge_lengths(SIGMAS, [12], tau=100.0, eta=0.7, last=16) == [4]  # the cap is a parameter
 
 
 def test_chosen_length_is_smallest_reaching_tau():
@@ -53,5 +56,5 @@ def test_entropy_table_values():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="reading"):
         merge_lengths(SIGMAS, [0], tau=2.2, eta=0.7, reading="bits")
-    with pytest.raises(ValueError, match="active step 16"):
-        merge_lengths(SIGMAS, [16], tau=2.2, eta=0.7)
+    with pytest.raises(ValueError, match="active step 15"):  # the last step lands on sigma = 0
+        merge_lengths(SIGMAS, [15], tau=2.2, eta=0.7)

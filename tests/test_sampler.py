@@ -64,18 +64,23 @@ def test_recorded_transitions_rescore_to_ratio_one(backbone):
         torch.testing.assert_close(ratio, torch.ones_like(ratio), atol=1e-6, rtol=0)
 
 
-def test_lanes_share_identical_inputs_and_match_solo_runs(backbone):
+def test_lanes_of_one_origin_share_forwards_while_their_paths_agree(backbone):
+    from egrpo.plans import release_tail
     from egrpo.sampler import Lane, run_lanes
 
     e = backbone.encode_prompts(["a red circle"])
     x = initial_noise(backbone, [generator("lanes", k) for k in range(3)], 64, 64)
-    tails = [make_transitions(8, start=2, ode_stride=s) for s in (1, 2)]
-    together = [Lane(e, SIGMAS, t, x) for t in tails]
+    tails = [release_tail(8, 2, g) for g in (1, 2)]  # 2,3,4,...,7 -> 8 and 2,3,5 -> 8
+    assert [(t.i, t.j) for t in tails[1]] == [(2, 3), (3, 5), (5, 8)]
+    together = [Lane(e, SIGMAS, t, x.clone(), origin="branch") for t in tails]  # copies share by key, not identity
     before = backbone.passes
-    calls = run_lanes(backbone, together, height=64, width=64)
-    # both tails start from the same latent: their first step is computed once (3 rows, not 6)
-    assert backbone.passes - before == 3 * (len(tails[0]) + len(tails[1]) - 1)
-    assert calls == len(tails[0])  # the stride-2 lane rides along with the stride-1 lane's steps
+    run_lanes(backbone, together, height=64, width=64)
+    # both take 2 -> 3 from the same latent, so their forwards at 2 and at 3 are computed once
+    assert backbone.passes - before == 3 * (len(tails[0]) + len(tails[1]) - 2)
+    apart = [Lane(e, SIGMAS, t, x) for t in tails]  # no origin: no sharing, even for the same tensor
+    before = backbone.passes
+    run_lanes(backbone, apart, height=64, width=64)
+    assert backbone.passes - before == 3 * (len(tails[0]) + len(tails[1]))
     for t, lane in zip(tails, together):
         solo = Lane(e, SIGMAS, t, x)
         run_lanes(backbone, [solo], height=64, width=64)

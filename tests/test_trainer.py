@@ -6,6 +6,7 @@ from safetensors.torch import load_file
 
 from conftest import tiny_run_config
 from egrpo.config import resolve
+from egrpo.rewards import register
 from egrpo.sampler import initial_noise, make_transitions, sample
 from egrpo.schedule import shifted_sigmas
 from egrpo.seeding import generator
@@ -14,8 +15,10 @@ from egrpo.trainer import Trainer, TrainingError
 METHODS = ["egrpo", "dancegrpo", "mixgrpo"]
 
 
-def _trainer(tiny_flux_dir, out, method, reward_fns=None, **sections):
-    cfg = resolve(tiny_run_config(tiny_flux_dir, method, **sections), method)
+def _trainer(tiny_flux_dir, out, method, reward_fns=None, method_update=None, **sections):
+    raw = tiny_run_config(tiny_flux_dir, method, **sections)
+    raw["method"].update(method_update or {})
+    cfg = resolve(raw, method)
     return Trainer(cfg, out, rewards=reward_fns, progress=False)
 
 
@@ -28,16 +31,40 @@ def _ode_brightness(tr) -> float:
         return float(sample(bb, e, shifted_sigmas(8, 3.0), make_transitions(8), x, None, height=32, width=32).images.mean())
 
 
-@pytest.mark.parametrize("method", METHODS + ["mixgrpo_flash", "flowgrpo"])
+# AdamW steps of one tiny iteration under each release's schedule: E-GRPO one per active step (first4),
+# DanceGRPO one per 4 of a group's 4 samples, MixGRPO(-Flash) one per 3 of 4, Flow-GRPO one
+RELEASE_UPDATES = {"egrpo": 4, "dancegrpo": 1, "mixgrpo": 2, "mixgrpo_flash": 2, "flowgrpo": 1}
+
+
+@pytest.mark.parametrize("method", list(RELEASE_UPDATES))
 def test_ratio_is_one_before_first_update(tiny_flux_dir, tmp_path, method):
     row = _trainer(tiny_flux_dir, tmp_path, method).step(0)
-    assert row["ratio/max_dev"] <= 1e-6 and row["clip_fraction"] == 0.0
+    assert row["updates"] == RELEASE_UPDATES[method]
+    assert row["ratio/first_update_max_dev"] <= 1e-6
     assert row["trained_pairs"] > 0 and row["passes/sampling"] > 0 and row["passes/training"] > 0
+    if row["updates"] > 1:  # later steps see off-policy samples: the PPO clip bounds them, as in the releases
+        assert row["ratio/max_dev"] > 1e-4 and row["clip_fraction"] > 0
+    single = _trainer(tiny_flux_dir, tmp_path / "alg1", method, method_update={"update": "iteration"}).step(0)
+    assert single["updates"] == 1 and single["ratio/max_dev"] <= 1e-6 and single["clip_fraction"] == 0.0
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_short_run_raises_the_reward(tiny_flux_dir, tmp_path, method):
-    tr = _trainer(tiny_flux_dir, tmp_path, method, train={"iterations": 8, "checkpoint_every": 100})
+    tr = _trainer(tiny_flux_dir, tmp_path, method, train={"iterations": 8, "checkpoint_every": 100},
+                  method_update={"update": "iteration"})
+    before = _ode_brightness(tr)
+    tr.train()
+    after = _ode_brightness(tr)
+    assert after > before + 0.02, (before, after)  # sample-to-sample std of brightness is ~0.003
+
+
+@pytest.mark.parametrize("method", ["egrpo", "dancegrpo"])
+def test_release_schedules_learn(tiny_flux_dir, tmp_path, method):
+    """Several AdamW steps an iteration (E-GRPO: 4 here, DanceGRPO: 1 per 4 samples). At this tiny
+    model's learning rate the first step moves the later steps' ratios far past the releases' clip of
+    1e-4, which then stops most of their gradient; with the clip opened every step learns."""
+    tr = _trainer(tiny_flux_dir, tmp_path, method, train={"iterations": 8, "checkpoint_every": 100},
+                  optim={"lr": 1e-2, "clip_range": 1.0})
     before = _ode_brightness(tr)
     tr.train()
     after = _ode_brightness(tr)
@@ -45,9 +72,9 @@ def test_short_run_raises_the_reward(tiny_flux_dir, tmp_path, method):
 
 
 def test_negated_reward_lowers_it(tiny_flux_dir, tmp_path):
-    dark = {"darkness": lambda images, prompts: -images.mean(dim=(1, 2, 3))}
-    tr = _trainer(tiny_flux_dir, tmp_path, "egrpo", reward_fns=dark, rewards={"names": ["darkness"]},
-                  train={"iterations": 8, "checkpoint_every": 100})
+    register("darkness", lambda options, device: lambda images, prompts: -images.mean(dim=(1, 2, 3)))
+    tr = _trainer(tiny_flux_dir, tmp_path, "egrpo", rewards={"names": ["darkness"]},
+                  train={"iterations": 8, "checkpoint_every": 100}, method_update={"update": "iteration"})
     before = _ode_brightness(tr)
     tr.train()
     assert _ode_brightness(tr) < before - 0.02
@@ -93,12 +120,114 @@ def test_nan_reward_stops_naming_iteration_and_keeps_checkpoint(tiny_flux_dir, t
         out = images.mean(dim=(1, 2, 3))
         return out if calls["n"] < 3 else out * float("nan")
 
-    tr = _trainer(tiny_flux_dir, tmp_path, "dancegrpo", reward_fns={"flaky": flaky},
-                  rewards={"names": ["flaky"]}, train={"checkpoint_every": 1})
+    register("flaky", lambda options, device: flaky)
+    tr = _trainer(tiny_flux_dir, tmp_path, "dancegrpo", rewards={"names": ["flaky"]}, train={"checkpoint_every": 1})
     with pytest.raises(TrainingError, match="iteration 2"):
         tr.train()
-    ck = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
-    assert ck["iteration"] == 2 and not (tmp_path / "checkpoints" / "last.pt.tmp").exists()
+    meta = json.loads((tmp_path / "checkpoints" / "last" / "meta.json").read_text())
+    assert meta["iteration"] == 2 and not (tmp_path / "checkpoints" / "last.tmp").exists()
+
+
+def test_weights_that_blow_up_keep_the_last_finite_checkpoint(tiny_flux_dir, tmp_path, monkeypatch):
+    tr = _trainer(tiny_flux_dir, tmp_path, "dancegrpo", train={"checkpoint_every": 1})
+    real_step = Trainer.step
+
+    def exploding(self, it):
+        row = real_step(self, it)
+        if it == 2:  # an update that overflowed without a non-finite loss or gradient norm
+            with torch.no_grad():
+                self.params[0].fill_(float("inf"))
+        return row
+
+    monkeypatch.setattr(Trainer, "step", exploding)
+    with pytest.raises(TrainingError, match="no longer finite"):
+        tr.train()
+    assert json.loads((tmp_path / "checkpoints" / "last" / "meta.json").read_text())["iteration"] == 2
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(tiny_flux_dir, tmp_path):
+    from egrpo.errors import ConfigError
+
+    _trainer(tiny_flux_dir, tmp_path, "egrpo").train()
+    with pytest.raises(ConfigError, match="optim.lr"):
+        _trainer(tiny_flux_dir, tmp_path, "egrpo", optim={"lr": 1e-3}).train()
+    with pytest.raises(ConfigError, match="method.name"):
+        _trainer(tiny_flux_dir, tmp_path, "dancegrpo").train()
+    with pytest.raises(ConfigError, match="train.iterations"):
+        _trainer(tiny_flux_dir, tmp_path, "egrpo", train={"iterations": 2}).train()
+    with pytest.raises(ConfigError, match="model.lora_rank"):
+        _trainer(tiny_flux_dir, tmp_path, "egrpo", model={"lora_rank": 4}).train()
+    longer = _trainer(tiny_flux_dir, tmp_path, "egrpo", train={"iterations": 5})  # iterations may grow
+    longer.train()
+    assert longer.start == 4 and len(_log(tmp_path)) == 5
+    fresh = _trainer(tiny_flux_dir, tmp_path, "egrpo", optim={"lr": 1e-3})
+    fresh.on_config_change = "restart"  # what the DAG passes: the stale run is never reused
+    fresh.train()
+    assert fresh.start == 0 and [r["iteration"] for r in _log(tmp_path)] == [0, 1, 2, 3]
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_a_fresh_log(tiny_flux_dir, tmp_path, monkeypatch):
+    real_step = Trainer.step
+
+    def dying_step(self, it):
+        if it == 1:
+            raise KeyboardInterrupt
+        return real_step(self, it)
+
+    monkeypatch.setattr(Trainer, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(tiny_flux_dir, tmp_path, "dancegrpo").train()  # checkpoint_every 2: killed before it
+    monkeypatch.setattr(Trainer, "step", real_step)
+    _trainer(tiny_flux_dir, tmp_path, "dancegrpo").train()
+    assert [r["iteration"] for r in _log(tmp_path)] == [0, 1, 2, 3]  # not 0, 0, 1, 2, 3
+
+
+def test_a_partial_last_log_line_is_recovered_on_resume(tiny_flux_dir, tmp_path, monkeypatch):
+    real_step = Trainer.step
+
+    def dying_step(self, it):
+        if it == 3:
+            with open(self.log_path, "a") as f:
+                f.write('{"iteration": 3, "los')  # killed while writing the row
+            raise KeyboardInterrupt
+        return real_step(self, it)
+
+    monkeypatch.setattr(Trainer, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(tiny_flux_dir, tmp_path, "dancegrpo").train()
+    monkeypatch.setattr(Trainer, "step", real_step)
+    resumed = _trainer(tiny_flux_dir, tmp_path, "dancegrpo")
+    resumed.train()
+    assert resumed.start == 2 and [r["iteration"] for r in _log(tmp_path)] == [0, 1, 2, 3]
+
+
+def test_a_corrupted_checkpoint_is_named(tiny_flux_dir, tmp_path):
+    from egrpo.errors import InputError
+
+    tr = _trainer(tiny_flux_dir, tmp_path, "dancegrpo", train={"iterations": 2})
+    tr.train()
+    shard = next((tmp_path / "checkpoints" / "last").glob("__0_*.distcp"))
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the Adam state
+    shard.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=shard.name):
+        _trainer(tiny_flux_dir, tmp_path, "dancegrpo", train={"iterations": 3}).train()
+    (tmp_path / "checkpoints" / "last" / "meta.json").write_text("{")
+    with pytest.raises(InputError, match="meta.json"):
+        _trainer(tiny_flux_dir, tmp_path, "dancegrpo", train={"iterations": 3}).train()
+
+
+def test_a_prompt_repeated_in_one_iteration_gets_fresh_noise(tiny_flux_dir, tmp_path):
+    """One training prompt, two slots an iteration: two different groups, not one counted twice."""
+    tr = _trainer(tiny_flux_dir, tmp_path, "dancegrpo", train={"prompts": ["a red circle"]})
+    slots = tr.iteration_prompts(0)
+    assert [pid for _, pid in slots] == [0, 0] and len({slot for slot, _ in slots}) == 2
+    from egrpo.rollout import Prompt, sample_iteration
+
+    prompts = [Prompt(slot, pid, "a red circle", tr.embeds(pid)) for slot, pid in slots]
+    sample = sample_iteration(tr.backbone, tr.plan.for_iteration(0), prompts, tr.seed_key(0), 4, 32, 32)
+    a, b = (g.images["final"] for g in sample.groups)
+    assert not torch.equal(a, b)
 
 
 def test_lora_init_depends_on_the_run_seed_only(tiny_flux_dir, tmp_path):

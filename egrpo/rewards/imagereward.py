@@ -17,11 +17,9 @@ from pathlib import Path
 
 import torch
 
-from . import Reward, register
-from .images import require, to_pil
+from . import Reward, require
+from .images import reward_dtype, to_pil
 
-IR_HINT = ("ImageReward.pt and med_config.json from the Hugging Face repo THUDM/ImageReward, and a "
-           "bert-base-uncased tokenizer directory (vocab.txt)")
 
 
 def _find_pruneable_heads_and_indices(heads, n_heads, head_size, already_pruned_heads):
@@ -107,39 +105,65 @@ def _local_tokenizer(tokenizer_dir: str):
     return init_tokenizer
 
 
-def load_image_reward(checkpoint: str, med_config: str, tokenizer_dir: str, device="cpu"):
-    """The package's ImageReward module (BLIP ViT-L/16 + BERT cross-attention + MLP) with its weights."""
+def vit_geometry(state: dict, prefix: str = "blip.visual_encoder.") -> dict:
+    """The BLIP vision transformer's size read off a checkpoint: width and patch from the patch
+    embedding, image size from the position table, depth from the block keys. The head count is not
+    stored; BLIP's ViTs use 64-dim heads (ViT-L/16: 1024 / 64 = 16, as create_vit('large') builds)."""
+    patch = state[prefix + "patch_embed.proj.weight"]  # [D, 3, P, P]
+    tokens = state[prefix + "pos_embed"].shape[1] - 1
+    width, size = patch.shape[0], patch.shape[-1]
+    grid = int(round(tokens ** 0.5))
+    depth = 1 + max(int(k[len(prefix) + 7:].split(".")[0]) for k in state if k.startswith(prefix + "blocks."))
+    return {"img_size": grid * size, "patch_size": size, "embed_dim": width, "depth": depth,
+            "num_heads": max(1, width // 64), "mlp_ratio": state[prefix + "blocks.0.mlp.fc1.weight"].shape[0] / width}
+
+
+def load_image_reward(checkpoint: str, med_config: str, tokenizer_dir: str, device="cpu", dtype=torch.float32):
+    """The package's ImageReward module (BLIP ViT + BERT cross-attention + MLP) with its weights; the
+    ViT is built at the checkpoint's own size (ViT-L/16 at 224 px for the official file)."""
     install_compat()
+    from ImageReward.ImageReward import ImageReward, _transform
     from ImageReward.models.BLIP import blip_pretrain
+    from ImageReward.models.BLIP.vit import VisionTransformer
 
+    from ..errors import InputError
+
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)  # the official file holds tensors only
+        geometry = vit_geometry(state)
+    except Exception as e:  # noqa: BLE001 - unreadable file or not an ImageReward state dict
+        raise InputError(f"{checkpoint} is not an ImageReward checkpoint ({type(e).__name__}: {str(e)[:160]})") from None
     blip_pretrain.init_tokenizer = _local_tokenizer(tokenizer_dir)
-    from ImageReward.ImageReward import ImageReward
-
-    model = ImageReward(med_config=med_config, device=device)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    create_vit = blip_pretrain.create_vit
+    blip_pretrain.create_vit = lambda *a, **k: (VisionTransformer(**geometry), geometry["embed_dim"])
+    try:
+        model = ImageReward(med_config=med_config, device=device)
+    finally:
+        blip_pretrain.create_vit = create_vit
+    model.preprocess = _transform(geometry["img_size"])  # the package hard-codes 224
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.endswith("position_ids")]:
-        raise KeyError(f"{checkpoint} does not fit ImageReward: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    return model.to(device).eval().requires_grad_(False)
+        raise InputError(f"{checkpoint} does not fit ImageReward: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return model.to(device, dtype).eval().requires_grad_(False)
 
 
-@register("imagereward")
 def imagereward(options: dict, device: torch.device) -> Reward:
     """ImageReward v1.0 score per (image, prompt): the package's own score() path, batched."""
-    model = load_image_reward(require(options, "checkpoint", "imagereward", IR_HINT),
-                              require(options, "med_config", "imagereward", IR_HINT),
-                              require(options, "tokenizer_dir", "imagereward", IR_HINT), device)
+    dtype = reward_dtype(options, device)
+    model = load_image_reward(require(options, "checkpoint", "imagereward"),
+                              require(options, "med_config", "imagereward"),
+                              require(options, "tokenizer_dir", "imagereward"), device, dtype)
 
     @torch.no_grad()
     def score(images, prompts):
         text = model.blip.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=35,
                                     return_tensors="pt").to(device)
-        x = torch.stack([model.preprocess(im) for im in to_pil(images)]).to(device)
+        x = torch.stack([model.preprocess(im) for im in to_pil(images)]).to(device, dtype)
         image_embeds = model.blip.visual_encoder(x)
         atts = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=device)
         out = model.blip.text_encoder(text.input_ids, attention_mask=text.attention_mask,
                                       encoder_hidden_states=image_embeds, encoder_attention_mask=atts, return_dict=True)
-        rewards = model.mlp(out.last_hidden_state[:, 0, :].float())
+        rewards = model.mlp(out.last_hidden_state[:, 0, :]).float()
         return ((rewards - model.mean) / model.std)[:, 0].float().cpu()
 
     return score

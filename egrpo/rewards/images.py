@@ -1,4 +1,5 @@
-"""The one image converter every real scorer uses: [B, 3, H, W] floats in [0, 1] -> PIL images."""
+"""What every real scorer shares: the image converter ([B, 3, H, W] floats in [0, 1] -> PIL images)
+and the compute precision of the reward model."""
 
 from __future__ import annotations
 
@@ -12,15 +13,12 @@ def to_pil(images: torch.Tensor) -> list:
     return [Image.fromarray(a) for a in arr]
 
 
-def require(options: dict, key: str, reward: str, what: str) -> str:
-    """A weight path from the options; a clear error naming the config key and where to get it."""
-    from pathlib import Path
+def reward_dtype(options: dict, device: torch.device) -> torch.dtype:
+    """options.precision: auto (bf16 on a GPU: a ViT-H reward model is 3.7 GB in fp32 on every rank),
+    fp32 or bf16."""
+    from ..errors import ConfigError
 
-    from ..errors import WeightsMissingError
-
-    path = options.get(key)
-    if not path:
-        raise WeightsMissingError(f"metrics.<label>.options.{key} is required for reward {reward!r}: {what}")
-    if not Path(path).exists():
-        raise WeightsMissingError(f"{reward}: {key} = {path} does not exist. Expected {what}")
-    return str(path)
+    precision = options.get("precision", "auto")
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"rewards.options.<reward>.precision: one of auto, fp32, bf16, got {precision!r}")
+    return torch.bfloat16 if precision == "bf16" or (precision == "auto" and device.type == "cuda") else torch.float32

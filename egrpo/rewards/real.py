@@ -14,14 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from . import Reward, register
-from .images import require, to_pil
-
-HPS_HINT = ("HPS_v2.1_compressed.pt from the Hugging Face repo xswu/HPSv2 (a dict with 'state_dict' for "
-            "open_clip ViT-H-14)")
-CLIP_HINT = ("an open_clip checkpoint file, e.g. open_clip_pytorch_model.bin of apple/DFN5B-CLIP-ViT-H-14-378 "
-             "(model ViT-H-14-quickgelu) or laion/CLIP-ViT-H-14-laion2B-s32B-b79K (model ViT-H-14)")
-PICK_HINT = "the save_pretrained directories of yuvalkirstain/PickScore_v1 and laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+from ..errors import ConfigError, WeightsMissingError
+from . import Reward, option_key, require, reward_spec
+from .images import reward_dtype, to_pil
 
 
 def _cosine(image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
@@ -30,68 +25,136 @@ def _cosine(image_features: torch.Tensor, text_features: torch.Tensor) -> torch.
     return (image_features * text_features).sum(-1)
 
 
-@register("hpsv21")
-def hps_v21(options: dict, device: torch.device) -> Reward:
-    """HPS v2.1: hpsv2's own open_clip fork, model and preprocessing (resize longest side, pad)."""
-    from hpsv2.src.open_clip import create_model_and_transforms, get_tokenizer
+def _open_clip_config(name: str, register) -> str:
+    """A model name, or the path of an open_clip model-config JSON (registered under its file stem)."""
+    from pathlib import Path
 
-    ckpt = require(options, "checkpoint", "hpsv21", HPS_HINT)
-    name = options.get("model", "ViT-H-14")
+    if name.endswith(".json"):
+        register(Path(name))
+        return Path(name).stem
+    return name
+
+
+def _position_embedding(checkpoint: str, state: dict | None = None) -> tuple | None:
+    """Shape of the vision tower's position embedding in a checkpoint, read without loading it whole."""
+    key = "visual.positional_embedding"
+    if state is not None:
+        return tuple(state[key].shape) if key in state else None
+    if checkpoint.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(checkpoint, "pt") as f:
+            return tuple(f.get_slice(key).get_shape()) if key in f.keys() else None
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    state = state.get("state_dict", state)
+    return tuple(state[key].shape) if key in state else None
+
+
+def check_open_clip_checkpoint(model_cfg: dict, checkpoint: str, key: str, state: dict | None = None) -> None:
+    """open_clip silently resizes a checkpoint's position embedding to the model config's image size,
+    which scores with another model than the checkpoint's: refuse a checkpoint of another geometry."""
+    v = model_cfg["vision_cfg"]
+    size = v["image_size"] if isinstance(v["image_size"], int) else v["image_size"][0]
+    want = ((size // v["patch_size"]) ** 2 + 1, v["width"])
+    got = _position_embedding(checkpoint, state)
+    if got is not None and got != want:
+        raise ConfigError(f"{key}: {checkpoint} is a checkpoint for {int((got[0] - 1) ** 0.5) * v['patch_size']} px "
+                          f"images, but its model config is for {size} px (position embedding {got} vs "
+                          f"{want}); pair the checkpoint with its own model config")
+
+
+def hps_v21(options: dict, device: torch.device) -> Reward:
+    """HPS v2.1: hpsv2's own open_clip fork, model and preprocessing (resize longest side, pad).
+    options: checkpoint (HPS_v2.1_compressed.pt), model (default ViT-H-14, or a model-config JSON)."""
+    from hpsv2.src.open_clip import add_model_config, create_model_and_transforms, get_model_config, get_tokenizer
+
+    ckpt = require(options, "checkpoint", "hpsv21")
+    name = _open_clip_config(options.get("model", "ViT-H-14"), add_model_config)
+    dtype = reward_dtype(options, device)
     model, _, preprocess = create_model_and_transforms(
         name, None, precision="fp32", device=device, jit=False, force_quick_gelu=False, force_custom_text=False,
         force_patch_dropout=False, force_image_size=None, pretrained_image=False, image_mean=None, image_std=None,
         light_augmentation=True, aug_cfg={}, output_dict=True, with_score_predictor=False,
         with_region_predictor=False)
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    model.load_state_dict(state["state_dict"] if "state_dict" in state else state)
-    model.eval().requires_grad_(False)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)  # the official file holds tensors only
+    state = state["state_dict"] if "state_dict" in state else state
+    check_open_clip_checkpoint(get_model_config(name), ckpt, option_key("hpsv21", "checkpoint"), state)
+    model.load_state_dict(state)
+    model.to(dtype).eval().requires_grad_(False)
     tokenizer = get_tokenizer(name)
 
     @torch.no_grad()
     def score(images, prompts):
-        x = torch.stack([preprocess(im) for im in to_pil(images)]).to(device)
+        x = torch.stack([preprocess(im) for im in to_pil(images)]).to(device, dtype)
         out = model(x, tokenizer(list(prompts)).to(device))
-        return _cosine(out["image_features"], out["text_features"]).float().cpu()
+        return _cosine(out["image_features"].float(), out["text_features"].float()).cpu()
 
     return score
 
 
-@register("clip_score")
 def clip_score(options: dict, device: torch.device) -> Reward:
-    """CLIP score: cosine similarity of open_clip image and text embeddings (default DFN5B ViT-H-14)."""
-    import open_clip
+    """CLIP score: cosine similarity of open_clip image and text embeddings. options.checkpoint is the
+    model's directory as on the hub (open_clip_config.json + weights: architecture and preprocessing
+    come with it; MixGRPO and G2RPO use apple/DFN5B-CLIP-ViT-H-14-378), or a weights file paired with
+    options.model (a model name, default ViT-H-14-378-quickgelu, or a model-config JSON). A model
+    given beside a directory must be the directory's own."""
+    import json
+    from pathlib import Path
 
-    name = options.get("model", "ViT-H-14-quickgelu")
-    if name.startswith("local-dir:"):
-        pretrained = None
+    import open_clip
+    from open_clip.factory import _find_checkpoint_in_dir
+
+    ckpt = Path(require(options, "checkpoint", "clip_score"))
+    key = option_key("clip_score", "checkpoint")
+    if ckpt.is_dir():
+        cfg_file = ckpt / "open_clip_config.json"
+        if not cfg_file.is_file():
+            raise WeightsMissingError(f"{key} = {ckpt} has no open_clip_config.json. Expected {reward_spec('clip_score').source}")
+        model_cfg = json.loads(cfg_file.read_text())["model_cfg"]
+        if "model" in options:
+            named = open_clip.get_model_config(_open_clip_config(options["model"], open_clip.add_model_config))
+            if named != model_cfg:
+                raise ConfigError(f"{option_key('clip_score', 'model')} = {options['model']} is not the model of {ckpt} "
+                                  "(its open_clip_config.json differs); drop the model option")
+        weights, name = _find_checkpoint_in_dir(ckpt), f"local-dir:{ckpt}"
     else:
-        pretrained = require(options, "checkpoint", "clip_score", CLIP_HINT)
-    model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
-    model.eval().requires_grad_(False)
+        name = _open_clip_config(options.get("model", "ViT-H-14-378-quickgelu"), open_clip.add_model_config)
+        model_cfg, weights = open_clip.get_model_config(name), str(ckpt)
+        if model_cfg is None:
+            raise ConfigError(f"{option_key('clip_score', 'model')}: unknown open_clip model {name!r}")
+    if weights is None:
+        raise WeightsMissingError(f"{key} = {ckpt} holds no weights file. Expected {reward_spec('clip_score').source}")
+    check_open_clip_checkpoint(model_cfg, weights, key)
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        name, pretrained=None if ckpt.is_dir() else weights, device=device, require_pretrained=True)
+    dtype = reward_dtype(options, device)
+    model.to(dtype).eval().requires_grad_(False)
     tokenizer = open_clip.get_tokenizer(name)
 
     @torch.no_grad()
     def score(images, prompts):
-        x = torch.stack([preprocess(im) for im in to_pil(images)]).to(device)
-        return _cosine(model.encode_image(x), model.encode_text(tokenizer(list(prompts)).to(device))).float().cpu()
+        x = torch.stack([preprocess(im) for im in to_pil(images)]).to(device, dtype)
+        text = tokenizer(list(prompts)).to(device)
+        return _cosine(model.encode_image(x).float(), model.encode_text(text).float()).cpu()
 
     return score
 
 
-@register("pickscore")
 def pickscore(options: dict, device: torch.device) -> Reward:
     """PickScore v1 on the paper's scale: logit_scale * cosine / 100."""
     from transformers import AutoProcessor, CLIPModel
 
-    model_dir = require(options, "model_dir", "pickscore", PICK_HINT)
-    processor = AutoProcessor.from_pretrained(require(options, "processor_dir", "pickscore", PICK_HINT))
-    model = CLIPModel.from_pretrained(model_dir).to(device).eval().requires_grad_(False)
+    model_dir = require(options, "model_dir", "pickscore")
+    processor = AutoProcessor.from_pretrained(require(options, "processor_dir", "pickscore"))
+    dtype = reward_dtype(options, device)
+    model = CLIPModel.from_pretrained(model_dir).to(device, dtype).eval().requires_grad_(False)
 
     @torch.no_grad()
     def score(images, prompts):
         inputs = processor(images=to_pil(images), text=list(prompts), padding=True, truncation=True,
                            max_length=77, return_tensors="pt").to(device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
         out = model(**inputs)  # logits_per_image = logit_scale * cos, on transformers 4 and 5
-        return (out.logits_per_image.diagonal() / 100.0).float().cpu()
+        return (out.logits_per_image.diagonal().float() / 100.0).cpu()
 
     return score

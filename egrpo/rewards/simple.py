@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from . import Reward, register
+from . import Reward
 
 
-@register("channel")
-def _channel(options: dict, device: torch.device) -> Reward:
+def brightness(options: dict, device: torch.device) -> Reward:
+    """Mean pixel intensity: a trivially checkable reward for tests and smoke runs."""
+    return lambda images, prompts: images.float().mean(dim=(1, 2, 3))
+
+
+def channel(options: dict, device: torch.device) -> Reward:
     """Mean of one colour channel minus the mean of the other two (options: channel = 0/1/2)."""
     c = int(options.get("channel", 0))
 

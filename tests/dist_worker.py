@@ -1,0 +1,65 @@
+"""Worker of tests/test_distributed.py, launched by torchrun with CPU processes (gloo).
+
+    torchrun --nproc-per-node 2 tests/dist_worker.py nan CONFIG OUT
+    torchrun --nproc-per-node 2 tests/dist_worker.py sharded_grads CONFIG OUT
+"""
+
+import json
+import sys
+
+import torch
+
+from egrpo import distributed as dist
+from egrpo.config import load_config
+from egrpo.errors import TrainingError
+from egrpo.rewards import register
+from egrpo.trainer import Trainer
+
+
+def nan_on_rank_one(options, device):
+    """A reward that fails on rank 1 only, at its second call: every rank must stop with the same error."""
+    calls = {"n": 0}
+
+    def fn(images, prompts):
+        calls["n"] += 1
+        bad = dist.rank() == 1 and calls["n"] == 2
+        return images.mean(dim=(1, 2, 3)) * (float("nan") if bad else 1.0)
+
+    return fn
+
+
+register("nan_on_rank_one", nan_on_rank_one)
+
+
+def main(mode: str, config: str, out: str) -> None:
+    cfg = load_config(config)
+    if mode == "nan":
+        trainer = Trainer(cfg, out, progress=False)
+        try:
+            trainer.train()
+            result = "finished"
+        except TrainingError as e:
+            result = f"TrainingError: {e}"
+        print(json.dumps({"rank": trainer.rank, "result": result}), flush=True)
+    elif mode == "sharded_grads":
+        # egrpo's wrap and no_sync around several backward passes of one optimizer step, as the
+        # trainer runs them: under FSDP2 every backward must reduce-scatter into sharded gradients
+        trainer = Trainer(cfg, out, progress=False)
+        model, full = trainer.model, 0
+        groups = [m._get_fsdp_state()._fsdp_param_group for m in model.modules() if hasattr(m, "_get_fsdp_state")]
+        for k in range(3):
+            with dist.no_sync(model, skip=k < 2):
+                x = torch.randn(2, *trainer.backbone.packed_shape(32, 32), generator=torch.Generator().manual_seed(k))
+                e = trainer.embeds(trainer.iteration_prompts(0)[0][1])
+                trainer.backbone.velocity(x, torch.tensor(0.5), e, 32, 32, module=model).square().mean().backward()
+            full += sum(fp._unsharded_param.grad is not None for g in groups if g is not None for fp in g.fsdp_params
+                        if getattr(fp, "_unsharded_param", None) is not None)
+        print(json.dumps({"rank": trainer.rank, "full_grads": full,
+                          "sharded": all(type(p.grad).__name__ == "DTensor" for p in trainer.params),
+                          "local": sum(p.grad.to_local().numel() for p in trainer.params),
+                          "global": sum(p.numel() for p in trainer.params)}), flush=True)
+    dist.destroy()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
