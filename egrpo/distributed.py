@@ -67,13 +67,13 @@ def local_device(requested: str = "auto") -> torch.device:
 
 
 def init_from_env(device: torch.device) -> tuple[int, int]:
-    """Join the process group torchrun describes; (rank, world). On CUDA this rank's GPU is set first and
-    bound to the group (device_id), and NCCL carries GPU tensors while gloo carries the CPU ones (the
+    """Join the process group torchrun describes (one process under torchrun is a group of one, so
+    FSDP2 shards it as it would 8); (rank, world). On CUDA this rank's GPU is set first and bound to
+    the group (device_id), and NCCL carries GPU tensors while gloo carries the CPU ones (the
     iteration's counters and rewards are reduced on the CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
     if device.type == "cuda":
         torch.cuda.set_device(device)  # before anything else touches CUDA: FSDP2 shards onto current_device()
-    if world > 1 and not dist.is_initialized():
+    if "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ and not dist.is_initialized():
         if device.type == "cuda":
             dist.init_process_group("cpu:gloo,cuda:nccl", device_id=device)
         else:

@@ -41,7 +41,7 @@ ACTIVE_LABELS = {"first4": "first 4 steps", "first8": "first 8 steps", "second8"
 
 def axis_value_label(axis: Axis, value: Any) -> str:
     if axis.key == "tau":
-        return f"tau = {value:g}"
+        return "tau = 0 (no merging)" if value == 0 else f"tau = {value:.1f}" if round(value, 1) == value else f"tau = {value:g}"
     if axis.key == "fixed_merge":
         return "adaptive" if value is None else f"fixed {value}-step merge"
     return ACTIVE_LABELS.get(value, f"steps {value}") if isinstance(value, str) else f"steps {list(value)}"

@@ -1,4 +1,4 @@
-"""The paper's figures as PNG and PDF (matplotlib, Agg backend)."""
+"""The paper's figures as PNG and PDF (matplotlib, Agg backend), labelled in words."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .report import METHOD_NAMES  # noqa: E402
+from .methods import display_name  # noqa: E402
 
 
 def save(fig, stem: Path) -> None:
@@ -24,55 +24,76 @@ def save(fig, stem: Path) -> None:
     plt.close(fig)
 
 
-def entropy_figure(stem: Path, *, num_steps: int = 16, shift: float = 3.0, eta: float = 0.7, tau: float = 2.2,
-                   max_len: int = 6, reading: str = "entropy_power") -> None:
-    """Fig. 1b: entropy (per-dimension entropy power) of a step merged over l steps, per timestep."""
-    from .merge import entropy_table, merge_lengths
-    from .schedule import shifted_sigmas
+def entropy_figure(stem: Path, method, max_len: int = 6) -> None:
+    """Fig. 1b: entropy of a step merged over l steps, per timestep, under E-GRPO's schedule and
+    reading, with tau and the adaptive choice."""
+    from .merge import entropy_table
+    from .plans import EGRPOPlan
 
-    sig = shifted_sigmas(num_steps, shift)
-    table = entropy_table(sig, max_len, eta=eta, reading=reading).numpy()
+    plan = EGRPOPlan(method.model_copy(update={"active": "all", "fixed_merge": None}))
+    sig, t = plan.sigmas, method.num_steps
+    table = entropy_table(sig, max_len, eta=method.eta, reading=method.reading).numpy()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for l in range(max_len):
-        ax.plot(range(num_steps), table[:, l], marker="o", ms=3, label=f"merge {l + 1}")
-    ax.axhline(tau, color="k", ls="--", lw=1, label=f"tau = {tau}")
-    adaptive = merge_lengths(sig, range(num_steps), tau=tau, eta=eta, reading=reading)
-    ax.plot(range(num_steps), [table[i, l - 1] for i, l in enumerate(adaptive)], "k*", ms=8, label="adaptive l")
-    ax.set(xlabel="timestep k", ylabel="exp(h/d)" if reading == "entropy_power" else "exp(2h/d)",
-           title=f"Step entropy, T={num_steps}, shift {shift}, eta {eta}")
+        ax.plot(range(t), table[:, l], marker="o", ms=3, label=f"{l + 1} merged step{'s' if l else ''}")
+    ax.axhline(method.tau, color="k", ls="--", lw=1, label=f"threshold tau = {method.tau:g}")
+    steps, lengths = plan.active_steps(), plan.merge_lengths()
+    ax.plot(steps, [table[i, l - 1] for i, l in zip(steps, lengths)], "k*", ms=8, label="adaptive merge length")
+    scale = "exp(h/d)" if method.reading == "entropy_power" else "exp(2h/d)"
+    ax.set(xlabel="denoising step (0 = pure noise)", ylabel=f"entropy per dimension, {scale}",
+           title=f"Step entropy: {t} steps, shift {method.shift:g}, noise level {method.eta:g}")
     ax.legend(fontsize=7, ncol=2)
     save(fig, stem)
 
 
-def variance_figure(csv: Path, stem: Path) -> None:
+def variance_figure(csv: Path, stem: Path, reward: str) -> None:
     """Fig. 1a's quantity: reward std over G branches of a one-step SDE at each step."""
     df = pd.read_csv(csv)
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     for label, grp in df.groupby("merge"):
         ax.plot(grp.step, grp.reward_std, marker="o", label=f"{label} one-step SDE")
-    ax.set(xlabel="timestep k of the SDE step", ylabel="reward std over branches", title="Reward spread per step")
+    ax.set(xlabel="denoising step of the SDE branch (0 = pure noise)", ylabel=f"std of {reward} over the branches",
+           title="Reward spread from one stochastic step")
     ax.legend()
     save(fig, stem)
 
 
-def reward_curves(logs: dict[str, Sequence[Path]], reward_key: str, stem: Path, smooth: int = 3) -> None:
-    """Fig. 4: training reward per iteration (mean over seeds, band = min..max), and against compute."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean of the last `window` values at each position (fewer at the start): x stays the iteration."""
+    return np.array([values[max(0, k - window + 1):k + 1].mean() for k in range(len(values))])
+
+
+def reward_curves(logs: dict[str, Sequence[Path]], reward: str, reward_label: str, stem: Path,
+                  budget: float | None = None, smooth: int = 3) -> None:
+    """Fig. 4: (left) the training reward each method's release logs, per iteration: E-GRPO the reward
+    of its anchor's ODE image (probe), DanceGRPO and MixGRPO the mean over the group's samples;
+    (right) every method's ODE-probe reward against the transformer passes spent, the compute-matched
+    comparison of Table 1 at `budget`. Lines: mean over seeds (trailing mean of `smooth` iterations);
+    bands: min to max over seeds."""
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.8))
     for method, paths in logs.items():
         runs = [[json.loads(line) for line in Path(p).read_text().splitlines()] for p in paths]
         n = min(len(r) for r in runs)
-        smooth = max(1, min(smooth, n))
-        rew = np.array([[row[reward_key] for row in r[:n]] for r in runs])
-        passes = np.cumsum([row["passes/sampling"] + row["passes/training"] for row in runs[0][:n]])
-        kernel = np.ones(smooth) / smooth
-        sm = np.array([np.convolve(r, kernel, mode="valid") for r in rew])
-        x = np.arange(sm.shape[1]) + smooth - 1
-        for ax, xs in ((axes[0], x), (axes[1], passes[smooth - 1:])):
-            ax.plot(xs, sm.mean(0), label=METHOD_NAMES.get(method, method))
-            ax.fill_between(xs, sm.min(0), sm.max(0), alpha=0.2)
-    axes[0].set(xlabel="iteration", ylabel=reward_key, title="Training reward (seed band)")
-    axes[1].set(xlabel="transformer passes", ylabel=reward_key, title="Training reward vs compute")
-    axes[0].legend()
+        own = "probe" if method == "egrpo" else "reward"
+        curve = np.array([_trailing_mean(np.array([row[f"{own}/{reward}/mean"] for row in r[:n]]), smooth) for r in runs])
+        it = np.arange(n)
+        line, = axes[0].plot(it, curve.mean(0), label=display_name(method))
+        axes[0].fill_between(it, curve.min(0), curve.max(0), alpha=0.2, color=line.get_color())
+        if all(f"probe/{reward}/mean" in r[0] for r in runs):
+            probe = np.array([_trailing_mean(np.array([row[f"probe/{reward}/mean"] for row in r[:n]]), smooth)
+                              for r in runs])
+            spent = np.array([[row["passes/sampling"] + row["passes/training"] for row in r[:n]] for r in runs]).mean(0)
+            before = np.concatenate([[0.0], np.cumsum(spent)[:-1]])
+            axes[1].plot(before, probe.mean(0), color=line.get_color(), label=display_name(method))
+            axes[1].fill_between(before, probe.min(0), probe.max(0), alpha=0.2, color=line.get_color())
+    axes[0].set(xlabel="training iteration", ylabel=f"training reward: {reward_label}",
+                title="As each release logs it (E-GRPO: anchor image;\nbaselines: mean over samples)")
+    axes[1].set(xlabel="transformer passes spent (sampling + training)",
+                ylabel=f"{reward_label} of the policy's ODE sample", title="Against compute (same quantity for all)")
+    if budget:
+        axes[1].axvline(budget, color="k", ls="--", lw=1, label="equal-compute budget (Table 1)")
+    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8)
     save(fig, stem)
 
 
@@ -95,14 +116,14 @@ def qualitative_grid(columns: dict[str, Path], prompts: Sequence[str], indices: 
     save(fig, stem)
 
 
-def tau_figure(table_csv: Path, metrics: Sequence[str], stem: Path) -> None:
-    """Table 4 as a plot: each metric against tau, with 95% CI over seeds."""
+def ablation_figure(table_csv: Path, metrics: Sequence[str], stem: Path, xlabel: str) -> None:
+    """An ablation table (e.g. Table 4) as a plot: each metric against the varied value, with the 95%
+    intervals; the x-values are the table's own (`x` column)."""
     df = pd.read_csv(table_csv)
-    tau = df["row"].str.extract(r"tau = ([0-9.]+)")[0].astype(float)
-    tau = tau.fillna(2.2)  # the main E-GRPO row
-    df = df.assign(tau=tau).sort_values("tau")
+    x = pd.to_numeric(df["x"], errors="coerce")
+    df = df.assign(x=x).dropna(subset=["x"]).sort_values("x")
     fig, axes = plt.subplots(1, len(metrics), figsize=(3 * len(metrics), 3))
     for ax, m in zip(np.atleast_1d(axes), metrics):
-        ax.errorbar(df.tau, df[m], yerr=df[f"{m}_ci95"], marker="o", capsize=3)
-        ax.set(xlabel="tau", title=m)
+        ax.errorbar(df.x, df[m], yerr=df[f"{m}_ci95"], marker="o", capsize=3)
+        ax.set(xlabel=xlabel, title=m)
     save(fig, stem)

@@ -19,22 +19,24 @@ TABLE1 = {  # setting -> method -> metric -> value
         "egrpo": dict(hps=0.382, clip=0.401, pickscore=0.237, imagereward=1.494),
     },
 }
-TABLE2 = {  # E-GRPO, HPS-only: merge length
-    "fixed2": dict(hps=0.382, clip=0.290, pickscore=0.232, imagereward=1.223),
-    "fixed4": dict(hps=0.374, clip=0.302, pickscore=0.230, imagereward=1.216),
-    "fixed6": dict(hps=0.337, clip=0.372, pickscore=0.226, imagereward=1.298),
-    "main": dict(hps=0.391, clip=0.355, pickscore=0.232, imagereward=1.324),
+# E-GRPO ablations (HPS-only), keyed by the value of the method field each varies
+TABLE2 = {  # fixed_merge: merge length (None = adaptive, the main run)
+    2: dict(hps=0.382, clip=0.290, pickscore=0.232, imagereward=1.223),
+    4: dict(hps=0.374, clip=0.302, pickscore=0.230, imagereward=1.216),
+    6: dict(hps=0.337, clip=0.372, pickscore=0.226, imagereward=1.298),
+    None: dict(hps=0.391, clip=0.355, pickscore=0.232, imagereward=1.324),
 }
-TABLE3 = {  # E-GRPO, HPS-only: trained steps
-    "active_first4": dict(hps=0.370, clip=0.348, pickscore=0.231, imagereward=1.252),
-    "main": dict(hps=0.391, clip=0.355, pickscore=0.232, imagereward=1.324),
-    "active_second8": dict(hps=0.357, clip=0.381, pickscore=0.231, imagereward=1.250),
-    "active_all": dict(hps=0.366, clip=0.359, pickscore=0.231, imagereward=1.169),
+TABLE3 = {  # active: trained steps
+    "first4": dict(hps=0.370, clip=0.348, pickscore=0.231, imagereward=1.252),
+    "first8": dict(hps=0.391, clip=0.355, pickscore=0.232, imagereward=1.324),
+    "second8": dict(hps=0.357, clip=0.381, pickscore=0.231, imagereward=1.250),
+    "all": dict(hps=0.366, clip=0.359, pickscore=0.231, imagereward=1.169),
 }
-TABLE4 = {  # E-GRPO, HPS-only: entropy threshold tau
-    "tau0": dict(hps=0.384, clip=0.349, pickscore=0.230, imagereward=1.297),
-    "tau1.8": dict(hps=0.383, clip=0.352, pickscore=0.232, imagereward=1.293),
-    "tau2.0": dict(hps=0.384, clip=0.344, pickscore=0.231, imagereward=1.269),
-    "main": dict(hps=0.391, clip=0.355, pickscore=0.233, imagereward=1.324),
-    "tau2.6": dict(hps=0.388, clip=0.355, pickscore=0.233, imagereward=1.320),
+TABLE4 = {  # tau: entropy threshold (0 = no merging)
+    0: dict(hps=0.384, clip=0.349, pickscore=0.230, imagereward=1.297),
+    1.8: dict(hps=0.383, clip=0.352, pickscore=0.232, imagereward=1.293),
+    2.0: dict(hps=0.384, clip=0.344, pickscore=0.231, imagereward=1.269),
+    2.2: dict(hps=0.391, clip=0.355, pickscore=0.233, imagereward=1.324),
+    2.6: dict(hps=0.388, clip=0.355, pickscore=0.233, imagereward=1.320),
 }
+ABLATIONS = {"fixed_merge": TABLE2, "active": TABLE3, "tau": TABLE4}

@@ -1,11 +1,12 @@
-"""Tables of the paper (1-4) from per-image evaluation CSVs: mean and 95% CI over seeds, the paper's
-number beside each reproduced one (FLUX config) or whether its qualitative ordering holds (default
-world), plus compute per method. Written as Markdown, LaTeX and CSV."""
+"""Tables of the paper (1-4) from the per-image evaluation CSVs and the training logs, with paired,
+resolution-aware comparisons (egrpo.stats): each method's gain over the base model, the paper's
+ordering claims pair by pair, each ablation's claim that the main E-GRPO row is best, and the
+methods' training reward at equal transformer passes. Written as Markdown, LaTeX and CSV."""
 
 from __future__ import annotations
 
 import json
-import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -13,62 +14,218 @@ import numpy as np
 import pandas as pd
 
 from . import paper
+from .experiment import AXES, MAIN, Experiment, Run
+from .methods import display_name
+from .stats import Comparison, chain_verdict, compare, crossed_interval, seed_interval
 
-METHOD_NAMES = {"base": "Base model", "dancegrpo": "DanceGRPO", "mixgrpo": "MixGRPO",
-                "mixgrpo_flash": "MixGRPO-Flash", "flowgrpo": "Flow-GRPO", "egrpo": "E-GRPO"}
-
-
-def ci95(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and half-width of the t-based 95% CI over seeds (0 for a single seed)."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=np.float64)
-    if len(v) < 2:
-        return float(v.mean()), 0.0
-    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+BUDGET_WINDOW = 2  # iterations of probe rewards averaged at a compute budget
 
 
-def seed_means(csvs: dict[tuple, Path], metrics: Sequence[str]) -> pd.DataFrame:
-    """One row per (setting, method, variant, seed): the mean of each metric over the test prompts."""
-    rows = []
-    for (setting, method, variant, seed), path in csvs.items():
-        df = pd.read_csv(path)
-        rows.append({"setting": setting, "method": method, "variant": variant, "seed": seed,
-                     **{m: float(df[m].mean()) for m in metrics}})
-    return pd.DataFrame(rows)
+# ---- data -------------------------------------------------------------------------------------
+def load_scores(csvs: dict[Run, Path], metrics: Sequence[str]) -> dict[tuple, dict[str, np.ndarray]]:
+    """(setting, method, variant) -> metric -> scores [seeds, prompts] (seeds in increasing order)."""
+    by_config: dict[tuple, dict[int, pd.DataFrame]] = {}
+    for run, path in csvs.items():
+        df = pd.read_csv(path).sort_values("prompt_index")
+        by_config.setdefault((run.setting, run.method, run.variant), {})[run.seed] = df
+    out = {}
+    for key, seeds in by_config.items():
+        frames = [seeds[s] for s in sorted(seeds)]
+        if any(not f.prompt_index.equals(frames[0].prompt_index) for f in frames):
+            raise ValueError(f"runs of {key} were evaluated on different prompts: not paired")
+        out[key] = {m: np.stack([f[m].to_numpy(np.float64) for f in frames]) for m in metrics}
+    return out
 
 
-def run_compute(log: Path) -> dict:
-    """Transformer passes (sampling + training forward) and wall time of a training run, from its log."""
-    rows = [json.loads(line) for line in Path(log).read_text().splitlines()]
-    return {"passes": sum(r["passes/sampling"] + r["passes/training"] for r in rows),
-            "wall_s": sum(r["time/total"] for r in rows)}
+def load_base(path: Path, metrics: Sequence[str]) -> dict[str, np.ndarray]:
+    df = pd.read_csv(path).sort_values("prompt_index")
+    return {m: df[m].to_numpy(np.float64)[None] for m in metrics}
+
+
+def read_log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+@dataclass
+class Compute:
+    """One run's compute and training curve: per iteration the passes spent before it and its probe
+    rewards (the policy's ODE sample per prompt)."""
+
+    passes: float
+    wall_s: float
+    before: np.ndarray  # [iterations] cumulative method passes before each iteration
+    probes: list[list[float]]  # per iteration, the per-prompt probe rewards of `reward`
+
+    @classmethod
+    def from_log(cls, path: Path, reward: str) -> "Compute":
+        rows = read_log(path)
+        spent = np.array([r["passes/sampling"] + r["passes/training"] for r in rows], dtype=np.float64)
+        return cls(float(spent.sum()), float(sum(r["time/total"] for r in rows)),
+                   np.concatenate([[0.0], np.cumsum(spent)[:-1]]), [r.get(f"probe/{reward}/prompts", []) for r in rows])
+
+    def at_budget(self, budget: float) -> np.ndarray:
+        """Probe rewards of the last BUDGET_WINDOW iterations whose policy had spent <= budget passes."""
+        eligible = [k for k, b in enumerate(self.before) if b <= budget and self.probes[k]]
+        return np.array([v for k in eligible[-BUDGET_WINDOW:] for v in self.probes[k]])
+
+
+# ---- cells ------------------------------------------------------------------------------------
+def _interval(values: np.ndarray) -> tuple[float, float]:
+    mean, lo, hi = crossed_interval(values) if values.shape[1] > 1 else (float(values.mean()), 0.0, 0.0)
+    return mean, (hi - lo) / 2
 
 
 def _fmt(mean: float, half: float) -> str:
     return f"{mean:.4f}" if half == 0 else f"{mean:.4f} ± {half:.4f}"
 
 
-def build_table(means: pd.DataFrame, rows: Sequence[tuple[str, str, str, str]], metrics: Sequence[str],
-                reference: dict | None, compute: dict | None = None) -> pd.DataFrame:
-    """rows: (label, setting, method, variant). reference: label -> {metric: paper value} or None."""
-    out = []
-    for label, setting, method, variant in rows:
-        sel = means[(means.setting == setting) & (means.method == method) & (means.variant == variant)]
-        if sel.empty:
-            continue
-        rec = {"row": label, "seeds": len(sel)}
-        for m in metrics:
-            mean, half = ci95(sel[m].tolist())
-            rec[m] = mean
-            rec[f"{m}_ci95"] = half
-            if reference and label in reference and m in reference[label]:
-                rec[f"{m}_paper"] = reference[label][m]
-                rec[f"{m}_diff"] = mean - reference[label][m]
-        if compute and (setting, method, variant) in compute:
-            rec.update(compute[(setting, method, variant)])
-        out.append(rec)
-    return pd.DataFrame(out)
+def _claim(c: Comparison, metric: str) -> str:
+    return f"{c.a} > {c.b} on {metric}: Δ {c.cell()}: {c.verdict}"
+
+
+# ---- tables -----------------------------------------------------------------------------------
+class Tables:
+    """Builds Tables 1-4 of an experiment from its evaluation CSVs and training logs."""
+
+    def __init__(self, exp: Experiment, eval_csvs: dict[Run, Path], base_csv: Path, logs: dict[Run, Path]):
+        self.exp = exp
+        self.metrics = list(exp.config["metrics"])
+        self.scores = load_scores(eval_csvs, self.metrics)
+        self.base = load_base(base_csv, self.metrics)
+        self.logs = logs
+        self.comparisons: list[dict] = []
+        self.one_seed = len(exp.seeds) == 1
+
+    def key_metric(self, setting: str) -> str:
+        """The metric of the setting's first training reward (HPS in both of the paper's settings)."""
+        trained = self.exp.settings[setting]["names"][0]
+        for label, reward in self.exp.config["metrics"].items():
+            if reward == trained:
+                return label
+        return self.metrics[0]
+
+    def compute(self, setting: str, method: str, variant: str = MAIN) -> list[Compute]:
+        reward = self.exp.settings[setting]["names"][0]
+        return [Compute.from_log(self.logs[r], reward) for r in self.exp.runs
+                if (r.setting, r.method, r.variant) == (setting, method, variant)]
+
+    def record(self, table: str, claim: str, metric: str, c: Comparison, kind: str) -> str:
+        self.comparisons.append({"table": table, "claim": claim, "metric": metric, "kind": kind, "a": c.a, "b": c.b,
+                                 "delta": c.delta, "lo": c.lo, "hi": c.hi, "verdict": c.verdict})
+        return _claim(c, metric)
+
+    def row(self, label: str, values: dict[str, np.ndarray], reference: dict | None) -> dict:
+        rec = {"row": label, "seeds": next(iter(values.values())).shape[0]}
+        for m in self.metrics:
+            rec[m], rec[f"{m}_ci95"] = _interval(values[m])
+            if reference and m in reference:
+                rec[f"{m}_paper"], rec[f"{m}_diff"] = reference[m], rec[m] - reference[m]
+        return rec
+
+    def table1(self, setting: str) -> tuple[pd.DataFrame, list[str]]:
+        exp, key = self.exp, self.key_metric(setting)
+        ref = paper.TABLE1.get(setting) if exp.config.get("compare_paper") else None
+        rows = [self.row(display_name("base"), self.base, (ref or {}).get("base"))]
+        gains, computes = {}, {}
+        for m in exp.methods:
+            values = self.scores[(setting, m, MAIN)]
+            rec = self.row(display_name(m), values, (ref or {}).get(m))
+            gains[m] = compare(display_name(m), display_name("base"), values[key], self.base[key])
+            rec[f"gain_{key}"] = gains[m].cell()
+            computes[m] = self.compute(setting, m)
+            rec["passes"] = float(np.mean([c.passes for c in computes[m]]))
+            rec["wall_s"] = float(np.mean([c.wall_s for c in computes[m]]))
+            rows.append(rec)
+        notes = [self.record(f"table1_{setting}", "gain over the base model", key, gains[m], "gain") for m in exp.methods]
+        # the paper's ordering (by its HPS column), adjacent pairs on our key metric, paired by seed and prompt
+        claimed = paper.TABLE1.get(setting, paper.TABLE1["hps"])
+        order = sorted(exp.methods, key=lambda m: -claimed.get(m, {}).get("hps", -1.0))
+        chain = []
+        for a, b in zip(order, order[1:]):
+            c = compare(display_name(a), display_name(b), self.scores[(setting, a, MAIN)][key],
+                        self.scores[(setting, b, MAIN)][key])
+            notes.append(self.record(f"table1_{setting}", "paper's ordering", key, c, "pairwise"))
+            chain.append(c)
+        chain.append(gains[order[-1]])
+        claim = " > ".join([display_name(m) for m in order] + [display_name("base")])
+        notes.append(f"paper's ordering on {key}, {claim}: {chain_verdict(chain)}")
+        notes += self.compute_matched(setting, order, computes, rows)
+        return pd.DataFrame(rows), notes
+
+    def compute_matched(self, setting: str, order: list[str], computes: dict, rows: list[dict]) -> list[str]:
+        """Training reward (the policy's ODE probe on the training prompts) at the transformer passes of
+        the cheapest method's whole run: seed-paired intervals (the methods saw different prompts there)."""
+        if not all(c.probes and c.probes[0] for cs in computes.values() for c in cs):
+            return ["reward at equal compute: n/a (runs logged no probe rewards; train.probe is off)"]
+        reward = self.exp.settings[setting]["names"][0]
+        budget = min(np.mean([c.passes for c in cs]) for cs in computes.values())
+        at = {m: [c.at_budget(budget) for c in cs] for m, cs in computes.items()}
+        for rec in rows[1:]:
+            m = next(k for k in computes if display_name(k) == rec["row"])
+            rec["reward_at_budget"] = float(np.mean([u.mean() for u in at[m]]))
+        notes = [f"reward at equal compute: {reward} of the policy's ODE sample on the training prompts after "
+                 f"{budget:,.0f} transformer passes (the cheapest method's whole run), the last "
+                 f"{BUDGET_WINDOW} iterations before it"]
+        for a, b in zip(order, order[1:]):
+            c = Comparison(display_name(a), display_name(b), *seed_interval(at[a], at[b]))
+            notes.append(self.record(f"table1_{setting}", "equal compute", f"training {reward}", c, "compute"))
+        return notes
+
+    def ablation(self, axis) -> tuple[pd.DataFrame, list[str]]:
+        exp, s = self.exp, self.exp.ablation_setting
+        key = self.key_metric(s)
+        ref_table = paper.ABLATIONS[axis.key] if exp.config.get("compare_paper") else {}
+        rows, notes = [], []
+        main = self.scores[(s, "egrpo", MAIN)]
+        rows_spec = exp.table_rows(axis)
+        main_label = next(label for variant, label, _ in rows_spec if variant.name == MAIN)
+        for variant, label, x in rows_spec:
+            values = self.scores[(s, "egrpo", variant.name)]
+            rec = self.row(label, values, ref_table.get(x))
+            rec["x"] = "adaptive" if x is None else x
+            compute = self.compute(s, "egrpo", variant.name)
+            rec["passes"] = float(np.mean([c.passes for c in compute]))
+            rec["wall_s"] = float(np.mean([c.wall_s for c in compute]))
+            rows.append(rec)
+            if variant.name != MAIN:
+                c = compare(main_label, label, main[key], values[key])
+                notes.append(self.record(axis.stem, "main row is best", key, c, "ablation"))
+        return pd.DataFrame(rows), notes
+
+    # ---- writing ------------------------------------------------------------------------------
+    def common_notes(self) -> list[str]:
+        scales = self.exp.config.get("metric_scales", {})
+        seeds = ("one training seed: intervals cover test prompts only" if self.one_seed else
+                 f"{len(self.exp.seeds)} training seeds x {self.base[self.metrics[0]].shape[1]} test prompts")
+        return [f"mean ± half-width of the 95% interval over training seeds and test prompts ({seeds}; "
+                "two-way random-effects t-interval, docs/statistics.md); base model: one deterministic sample per prompt",
+                "Δ [lo, hi] of a claim A > B: paired by seed and prompt; resolved when the interval excludes 0",
+                "scales: " + ", ".join(f"{m} = {scales.get(m, 'raw')}" for m in self.metrics),
+                "passes: transformer passes per run (sampling rows + trained rows); wall_s: training time"]
+
+    def write(self, table: pd.DataFrame, notes: list[str], stem: Path, title: str) -> None:
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(stem.with_suffix(".csv"), index=False)
+        disp = render(table, self.metrics, bool(self.exp.config.get("compare_paper")))
+        md = [f"# {title}", "", disp.to_markdown(index=False), "", *[f"- {n}" for n in self.common_notes() + notes]]
+        if self.exp.config.get("compare_paper"):
+            md.append("- paper: the value reported in arXiv 2601.00423; Δ = reproduced - paper")
+        stem.with_suffix(".md").write_text("\n".join(md) + "\n")
+        stem.with_suffix(".tex").write_text(disp.to_latex(index=False, escape=True, caption=title))
+
+    def write_all(self, out_dir: Path) -> list[Path]:
+        written = []
+        for s in self.exp.settings:
+            table, notes = self.table1(s)
+            self.write(table, notes, out_dir / f"table1_{s}", f"Table 1 ({s}): main results")
+            written.append(out_dir / f"table1_{s}.md")
+        if "egrpo" in self.exp.methods:
+            for axis in AXES:
+                table, notes = self.ablation(axis)
+                self.write(table, notes, out_dir / axis.stem, axis.title)
+                written.append(out_dir / f"{axis.stem}.md")
+        pd.DataFrame(self.comparisons).to_csv(out_dir / "comparisons.csv", index=False)
+        return written
 
 
 def render(table: pd.DataFrame, metrics: Sequence[str], with_paper: bool) -> pd.DataFrame:
@@ -79,104 +236,12 @@ def render(table: pd.DataFrame, metrics: Sequence[str], with_paper: bool) -> pd.
         if with_paper and f"{m}_paper" in table:
             disp[f"{m} (paper)"] = table[f"{m}_paper"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
             disp[f"{m} Δ"] = table[f"{m}_diff"].map(lambda v: "" if pd.isna(v) else f"{v:+.4f}")
+    for col in table.columns:
+        if col.startswith("gain_"):
+            disp[f"gain over base ({col[5:]})"] = table[col].fillna("")
+    if "reward_at_budget" in table:
+        disp["reward at equal passes"] = table["reward_at_budget"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
     for col in ("passes", "wall_s"):
         if col in table:
             disp[col] = table[col].map(lambda v: "" if pd.isna(v) else (f"{v:,.0f}" if col == "passes" else f"{v:.1f}"))
     return disp
-
-
-def write_table(table: pd.DataFrame, metrics: Sequence[str], stem: Path, title: str, notes: Sequence[str],
-                with_paper: bool) -> None:
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(stem.with_suffix(".csv"), index=False)
-    disp = render(table, metrics, with_paper)
-    md = [f"# {title}", "", disp.to_markdown(index=False), ""] + [f"- {n}" for n in notes]
-    stem.with_suffix(".md").write_text("\n".join(md) + "\n")
-    stem.with_suffix(".tex").write_text(disp.to_latex(index=False, escape=True, caption=title))
-
-
-def ordering_holds(table: pd.DataFrame, metric: str, order: Sequence[str]) -> bool | None:
-    """Does the reproduced metric rank rows as `order` (best first) does? None when a row is missing."""
-    vals = {r: v for r, v in zip(table["row"], table[metric])}
-    if not all(o in vals for o in order):
-        return None
-    return all(vals[a] > vals[b] for a, b in zip(order, order[1:]))
-
-
-def paper_reference(table_no: int, setting: str | None = None) -> dict:
-    """Paper values keyed by our row labels."""
-    if table_no == 1:
-        return {METHOD_NAMES[m]: v for m, v in paper.TABLE1[setting].items()}
-    src = {2: paper.TABLE2, 3: paper.TABLE3, 4: paper.TABLE4}[table_no]
-    return {variant_label(k): v for k, v in src.items()}
-
-
-def variant_label(variant: str) -> str:
-    if variant == "main":
-        return "E-GRPO (adaptive, tau 2.2, first 8)"
-    if variant.startswith("tau"):
-        return f"tau = {variant[3:]}"
-    if variant.startswith("fixed"):
-        return f"fixed {variant[5:]}-step merge"
-    if variant.startswith("active_"):
-        return {"first4": "first 4 steps", "first8": "first 8 steps", "second8": "second 8 steps",
-                "all": "all steps"}[variant[7:]]
-    return variant
-
-
-def main_row_best(table: pd.DataFrame, metric: str, main: str) -> bool | None:
-    """Is the main E-GRPO row the best on `metric` (the paper's claim in Tables 2-4)?"""
-    if main not in set(table["row"]) or len(table) < 2:
-        return None
-    return table.loc[table["row"] == main, metric].iloc[0] >= table[metric].max()
-
-
-def make_tables(eval_csvs: dict[tuple, Path], base_csv: Path, logs: dict[tuple, Path], *, metrics: Sequence[str],
-                methods: Sequence[str], settings: Sequence[str], ablation_setting: str, variants: Sequence[str],
-                compare_paper: bool, out_dir: Path, metric_scales: dict[str, str]) -> list[Path]:
-    """Write Tables 1-4 (md/tex/csv) into out_dir; keys of eval_csvs/logs: (setting, method, variant, seed)."""
-    means = seed_means(eval_csvs, metrics)
-    base = pd.read_csv(base_csv)
-    for s in settings:
-        means.loc[len(means)] = {"setting": s, "method": "base", "variant": "main", "seed": 0,
-                                 **{m: float(base[m].mean()) for m in metrics}}
-    per_run: dict[tuple, list[dict]] = {}
-    for (s, m, v, _seed), log in logs.items():
-        per_run.setdefault((s, m, v), []).append(run_compute(log))
-    compute = {k: {c: float(np.mean([r[c] for r in runs])) for c in ("passes", "wall_s")} for k, runs in per_run.items()}
-    notes = ["mean ± half-width of the t-based 95% CI over training seeds; base model: one deterministic sample per prompt",
-             "scales: " + ", ".join(f"{m} = {metric_scales.get(m, 'raw')}" for m in metrics),
-             "passes: transformer forward passes per run (sampling rows + trained rows); wall_s: training time"]
-    if compare_paper:
-        notes.append("paper: the value reported in arXiv 2601.00423; Δ = reproduced - paper")
-    key, written = metrics[0], []
-
-    def write(table, stem, title, claim, verdict):
-        extra = [] if compare_paper else [
-            f"paper's qualitative claim on {key}, {claim}: " +
-            {None: "n/a (rows missing)", True: "holds", False: "does not hold"}[verdict]]
-        write_table(table, metrics, out_dir / stem, title, notes + extra, with_paper=compare_paper)
-        written.append(out_dir / f"{stem}.md")
-
-    for s in settings:
-        rows = [(METHOD_NAMES[m], s, m, "main") for m in ["base", *methods]]
-        ref = paper_reference(1, s) if compare_paper and s in paper.TABLE1 else None
-        table = build_table(means, rows, metrics, ref, compute)
-        order = [METHOD_NAMES[m] for m in ("egrpo", "mixgrpo", "dancegrpo", "base")]
-        write(table, f"table1_{s}", f"Table 1 ({s}): main results", " > ".join(order), ordering_holds(table, key, order))
-
-    main = variant_label("main")
-    ablations = {
-        2: ("table2_merge", "Table 2: fixed vs adaptive merge length (E-GRPO)",
-            [v for v in variants if v.startswith("fixed")] + ["main"]),
-        3: ("table3_steps", "Table 3: which steps are trained (E-GRPO)",
-            [v for v in ("active_first4", "main", "active_second8", "active_all") if v in (*variants, "main")]),
-        4: ("table4_tau", "Table 4: entropy threshold tau (E-GRPO)",
-            sorted([v for v in variants if v.startswith("tau")] + ["main"],
-                   key=lambda v: 2.2 if v == "main" else float(v[3:]))),
-    }
-    for no, (stem, title, vs) in ablations.items():
-        rows = [(variant_label(v), ablation_setting, "egrpo", v) for v in vs]
-        table = build_table(means, rows, metrics, paper_reference(no) if compare_paper else None, compute)
-        write(table, stem, title, f"{main} is best", main_row_best(table, key, main))
-    return written

@@ -98,10 +98,16 @@ class Comparison:
             return "holds (resolved)"
         if self.hi < 0:
             return "reversed (resolved)"
-        return f"not resolved (|Δ| < {self.bound:.4f} at 95%)"
+        return f"not resolved (|Δ| < {_num(self.bound)} at 95%)"
 
     def cell(self) -> str:
-        return f"{self.delta:+.4f} [{self.lo:+.4f}, {self.hi:+.4f}]"
+        return f"{_num(self.delta, True)} [{_num(self.lo, True)}, {_num(self.hi, True)}]"
+
+
+def _num(x: float, sign: bool = False) -> str:
+    """Four decimals, or three significant digits for smaller magnitudes (never a bare 0.0000)."""
+    text = f"{x:+.4f}" if sign else f"{x:.4f}"
+    return text if abs(x) >= 1e-3 or x == 0 else (f"{x:+.3g}" if sign else f"{x:.3g}")
 
 
 def compare(a: str, b: str, scores_a: np.ndarray, scores_b: np.ndarray, **kw) -> Comparison:
@@ -123,4 +129,4 @@ def chain_verdict(comparisons: Sequence[Comparison]) -> str:
     if reversed_:
         return "does not hold (resolved: " + ", ".join(f"{c.a} < {c.b}" for c in reversed_) + ")"
     open_ = [c for c in comparisons if not c.resolved]
-    return "not resolved (" + ", ".join(f"{c.a} vs {c.b}: |Δ| < {c.bound:.4f}" for c in open_) + " at 95%)"
+    return "not resolved (" + ", ".join(f"{c.a} vs {c.b}: |Δ| < {_num(c.bound)}" for c in open_) + " at 95%)"

@@ -65,25 +65,29 @@ def build_tokenizer(words: Sequence[str], max_len: int):
     )
 
 
-def build_tiny_flux(spec: TinyFluxSpec = TinyFluxSpec()):
-    """A FluxPipeline of real classes with seeded random weights."""
+def build_tiny_flux(spec: TinyFluxSpec = TinyFluxSpec(), tokenizer=None, tokenizer_2=None):
+    """A FluxPipeline of real classes with seeded random weights. Without tokenizers given, both text
+    encoders share one word-level vocabulary of `spec.words` (the embedded world); `egrpo.standins`
+    passes FLUX.1-dev's tokenizer classes (CLIPTokenizer, T5TokenizerFast)."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     if sum(spec.axes_dims_rope) != spec.head_dim:
         raise ValueError(f"axes_dims_rope {spec.axes_dims_rope} must sum to head_dim {spec.head_dim}")
-    tokenizer = build_tokenizer(spec.words, spec.max_text_len)
-    vocab_size = len(tokenizer)
+    tokenizer = tokenizer or build_tokenizer(spec.words, spec.max_text_len)
+    tokenizer_2 = tokenizer_2 or build_tokenizer(spec.words, spec.max_text_len)
     torch.manual_seed(spec.seed)
+    eos = tokenizer.eos_token_id
     text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=vocab_size, hidden_size=spec.clip_dim, intermediate_size=2 * spec.clip_dim,
-        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=spec.max_text_len,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer), hidden_size=spec.clip_dim, intermediate_size=2 * spec.clip_dim,
+        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=tokenizer.model_max_length,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos, eos_token_id=eos,
+        bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos,
     ))
     text_encoder_2 = T5EncoderModel(T5Config(
-        vocab_size=vocab_size, d_model=spec.text_dim, d_kv=spec.text_dim // 2, d_ff=2 * spec.text_dim,
-        num_layers=1, num_heads=2, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer_2), d_model=spec.text_dim, d_kv=spec.text_dim // 2, d_ff=2 * spec.text_dim,
+        num_layers=1, num_heads=2, pad_token_id=tokenizer_2.pad_token_id, eos_token_id=tokenizer_2.eos_token_id,
+        decoder_start_token_id=tokenizer_2.pad_token_id,
     ))
     n_blocks = len(spec.vae_channels)
     vae = AutoencoderKL(
@@ -102,8 +106,7 @@ def build_tiny_flux(spec: TinyFluxSpec = TinyFluxSpec()):
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=False)
     return FluxPipeline(
         scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-        text_encoder_2=text_encoder_2, tokenizer_2=build_tokenizer(spec.words, spec.max_text_len),
-        transformer=transformer,
+        text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, transformer=transformer,
     )
 
 

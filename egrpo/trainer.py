@@ -136,7 +136,10 @@ class Trainer:
                 "passes/sampling": int(dist.all_reduce(torch.tensor(p1 - p0))),
                 "passes/training": int(dist.all_reduce(torch.tensor(bb.passes - p1))),
                 "passes/probe": int(dist.all_reduce(torch.tensor(sample.probe_passes))),
-                "time/sampling": t1 - t0, "time/reward": t2 - t1, "time/training": t3 - t2, "time/total": t3 - t0}
+                "time/sampling": t1 - t0, "time/reward": t2 - t1, "time/training": t3 - t2, "time/total": t3 - t0,
+                **({"memory/peak_gib": float(dist.all_reduce(torch.tensor(torch.cuda.max_memory_allocated(self.device)
+                                                                          / 2**30), "max"))}
+                   if self.device.type == "cuda" else {})}
 
     def reward_stats(self, sample) -> dict:
         """reward/<name>/mean|std over every scored group image (the DanceGRPO/MixGRPO releases' curve);

@@ -111,6 +111,7 @@ def test_cuda_setup_order_and_this_ranks_gpu(monkeypatch):
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 8)
     monkeypatch.setenv("LOCAL_RANK", "3")
     monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("MASTER_ADDR", "localhost")
     device = dist.local_device("cuda")
     assert device == torch.device("cuda", 3) and dist.local_device("auto") == torch.device("cuda", 3)
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: not not calls[1:])

@@ -33,6 +33,11 @@ class RewardSpec:
     factory: Callable | str
     needs: tuple[str, ...] = ()
     source: str = ""
+    label: str = ""  # how tables and figures name it
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
 
 
 HPS_SOURCE = ("HPS_v2.1_compressed.pt from the Hugging Face repo xswu/HPSv2 (a dict with 'state_dict' for "
@@ -48,27 +53,28 @@ IR_SOURCE = ("ImageReward.pt and med_config.json from the Hugging Face repo THUD
 REWARDS: dict[str, RewardSpec] = {}
 
 
-def register(name: str, factory: Callable | str | None = None, *, needs: Sequence[str] = (), source: str = ""):
+def register(name: str, factory: Callable | str | None = None, *, needs: Sequence[str] = (), source: str = "",
+             label: str = ""):
     """Add a reward to the registry; without `factory`, a decorator of the factory."""
     if factory is None:
-        return lambda f: register(name, f, needs=needs, source=source) and f
-    REWARDS[name] = RewardSpec(name, factory, tuple(needs), source)
+        return lambda f: register(name, f, needs=needs, source=source, label=label) and f
+    REWARDS[name] = RewardSpec(name, factory, tuple(needs), source, label)
     return REWARDS[name]
 
 
 for _spec in (
-    RewardSpec("hpsv21", "egrpo.rewards.real:hps_v21", ("checkpoint",), HPS_SOURCE),
-    RewardSpec("clip_score", "egrpo.rewards.real:clip_score", ("checkpoint",), CLIP_SOURCE),
-    RewardSpec("pickscore", "egrpo.rewards.real:pickscore", ("model_dir", "processor_dir"), PICK_SOURCE),
+    RewardSpec("hpsv21", "egrpo.rewards.real:hps_v21", ("checkpoint",), HPS_SOURCE, "HPS v2.1"),
+    RewardSpec("clip_score", "egrpo.rewards.real:clip_score", ("checkpoint",), CLIP_SOURCE, "CLIP score"),
+    RewardSpec("pickscore", "egrpo.rewards.real:pickscore", ("model_dir", "processor_dir"), PICK_SOURCE, "PickScore"),
     RewardSpec("imagereward", "egrpo.rewards.imagereward:imagereward", ("checkpoint", "med_config", "tokenizer_dir"),
-               IR_SOURCE),
-    RewardSpec("world_preference", "egrpo.rewards.world:preference"),
-    RewardSpec("world_alignment", "egrpo.rewards.world:alignment"),
-    RewardSpec("world_realism", "egrpo.rewards.world:realism"),
+               IR_SOURCE, "ImageReward"),
+    RewardSpec("world_preference", "egrpo.rewards.world:preference", label="preference score (world)"),
+    RewardSpec("world_alignment", "egrpo.rewards.world:alignment", label="alignment score (world)"),
+    RewardSpec("world_realism", "egrpo.rewards.world:realism", label="realism score (world)"),
     RewardSpec("world_fidelity", "egrpo.rewards.world:fidelity", ("critic",),
-               "the world's critic.pt, written by `egrpo world build` (rule world_build)"),
-    RewardSpec("brightness", "egrpo.rewards.simple:brightness"),
-    RewardSpec("channel", "egrpo.rewards.simple:channel"),
+               "the world's critic.pt, written by `egrpo world build` (rule world_build)", "fidelity critic (world)"),
+    RewardSpec("brightness", "egrpo.rewards.simple:brightness", label="mean brightness"),
+    RewardSpec("channel", "egrpo.rewards.simple:channel", label="colour channel excess"),
 ):
     REWARDS[_spec.name] = _spec
 

@@ -118,21 +118,14 @@ def vit_geometry(state: dict, prefix: str = "blip.visual_encoder.") -> dict:
             "num_heads": max(1, width // 64), "mlp_ratio": state[prefix + "blocks.0.mlp.fc1.weight"].shape[0] / width}
 
 
-def load_image_reward(checkpoint: str, med_config: str, tokenizer_dir: str, device="cpu", dtype=torch.float32):
-    """The package's ImageReward module (BLIP ViT + BERT cross-attention + MLP) with its weights; the
-    ViT is built at the checkpoint's own size (ViT-L/16 at 224 px for the official file)."""
+def build_image_reward(med_config: str, tokenizer_dir: str, geometry: dict, device="cpu"):
+    """The package's ImageReward module (BLIP ViT + BERT cross-attention + MLP) with random weights and
+    a ViT of the given geometry (vit_geometry); the package itself always builds ViT-L/16 at 224 px."""
     install_compat()
     from ImageReward.ImageReward import ImageReward, _transform
     from ImageReward.models.BLIP import blip_pretrain
     from ImageReward.models.BLIP.vit import VisionTransformer
 
-    from ..errors import InputError
-
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)  # the official file holds tensors only
-        geometry = vit_geometry(state)
-    except Exception as e:  # noqa: BLE001 - unreadable file or not an ImageReward state dict
-        raise InputError(f"{checkpoint} is not an ImageReward checkpoint ({type(e).__name__}: {str(e)[:160]})") from None
     blip_pretrain.init_tokenizer = _local_tokenizer(tokenizer_dir)
     create_vit = blip_pretrain.create_vit
     blip_pretrain.create_vit = lambda *a, **k: (VisionTransformer(**geometry), geometry["embed_dim"])
@@ -141,6 +134,20 @@ def load_image_reward(checkpoint: str, med_config: str, tokenizer_dir: str, devi
     finally:
         blip_pretrain.create_vit = create_vit
     model.preprocess = _transform(geometry["img_size"])  # the package hard-codes 224
+    return model
+
+
+def load_image_reward(checkpoint: str, med_config: str, tokenizer_dir: str, device="cpu", dtype=torch.float32):
+    """The official ImageReward with its weights; the ViT is built at the checkpoint's own size
+    (ViT-L/16 at 224 px for the official file)."""
+    from ..errors import InputError
+
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)  # the official file holds tensors only
+        geometry = vit_geometry(state)
+    except Exception as e:  # noqa: BLE001 - unreadable file or not an ImageReward state dict
+        raise InputError(f"{checkpoint} is not an ImageReward checkpoint ({type(e).__name__}: {str(e)[:160]})") from None
+    model = build_image_reward(med_config, tokenizer_dir, geometry, device)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.endswith("position_ids")]:
         raise InputError(f"{checkpoint} does not fit ImageReward: missing {missing[:3]}, unexpected {unexpected[:3]}")

@@ -1,103 +1,100 @@
 import json
-import sys
+import re
 from pathlib import Path
 
 from snakemake.utils import validate
 
 validate(config, schema="../schemas/config.schema.yaml")
 
-# rules run `python -m egrpo` from this checkout, installed or not
-shell.prefix(f"export PYTHONPATH='{workflow.basedir}':$PYTHONPATH; ")
-sys.path.insert(0, workflow.basedir)
+try:
+    from egrpo.errors import ConfigError
+    from egrpo.experiment import MAIN, RUN_DIR, Experiment
+except ImportError as e:
+    raise ImportError(
+        f"the egrpo package is not importable here ({e}): install it into the environment that runs "
+        "Snakemake (pip install -e . from the repository), or run with --use-conda"
+    ) from None
 
-from egrpo.config import ConfigError, resolve  # noqa: E402
+# The whole config is checked here, before any job: every run config resolved, every reward and metric
+# in the registry, every input key a job needs present (files are checked when a job starts).
+EXP = Experiment(config)
+try:
+    EXP.check()
+except ConfigError as e:
+    raise ValueError(f"config error: {e}") from None
 
 WORLD = "world" in config
+SEEDS = [str(s) for s in EXP.seeds]
 GPUS = {"train": 1, "eval": 1, **config.get("gpus", {})}
-SEEDS = [str(s) for s in config["seeds"]]
-ABL = config["ablations"]
-if ABL["setting"] not in config["settings"]:
-    raise ValueError(f"config error: ablations.setting: {ABL['setting']!r} is not one of settings {list(config['settings'])}")
-
-
-def variant_overrides(variant):
-    """--set overrides of an E-GRPO ablation variant (main = the config as written)."""
-    if variant == "main":
-        return []
-    if variant.startswith("tau"):
-        return [f"method.tau={variant[3:]}"]
-    if variant.startswith("fixed"):
-        return [f"method.fixed_merge={variant[5:]}"]
-    return [f"method.active={variant[len('active_'):]}"]
-
-
-def setting_overrides(setting):
-    s = config["settings"][setting]
-    out = [f"rewards.names={json.dumps(s['names'])}"]
-    if "weights" in s:
-        out.append(f"rewards.weights={json.dumps(s['weights'])}")
-    if "aggregation" in s:
-        out.append(f"rewards.aggregation={s['aggregation']}")
-    return out
-
-
-VARIANTS = (
-    [f"tau{t:g}" for t in ABL.get("tau", [])]
-    + [f"fixed{l}" for l in ABL.get("fixed_merge", [])]
-    + [f"active_{a}" for a in ABL.get("active", []) if a != "first8"]
-)
-RUNS = [(s, m, "main", seed) for s in config["settings"] for m in config["methods"] for seed in SEEDS] + [
-    (ABL["setting"], "egrpo", v, seed) for v in VARIANTS for seed in SEEDS
-]
-
-# a config error is reported here, before any job starts, naming the key
-for _s, _m, _v, _seed in {(s, m, v, SEEDS[0]) for s, m, v, _ in RUNS}:
-    try:
-        resolve(config["training"], _m, int(_seed), setting_overrides(_s) + variant_overrides(_v))
-    except ConfigError as e:
-        raise ValueError(f"training.{str(e).removeprefix('config error: ')} (method {_m}, setting {_s}, variant {_v})") from None
-
-
-localrules:
-    all,
-    run_config,
-    eval_config,
-    qualitative_prompts,
+CONFIGURATIONS = EXP.configurations  # (setting, method, variant), seeds aside
+MAIN_FIRST_SEED = [(s, m) for s, m, v in CONFIGURATIONS if v == MAIN]
 
 
 wildcard_constraints:
-    setting="|".join(config["settings"]),
-    method="egrpo|dancegrpo|mixgrpo|mixgrpo_flash|flowgrpo",
-    variant="|".join(["main", *VARIANTS]),
+    setting="|".join(map(re.escape, EXP.settings)),
+    method="|".join(map(re.escape, EXP.methods)),
+    variant="|".join(re.escape(v.name) for v in EXP.variants),
     seed=r"\d+",
 
 
-RUN_DIR = "results/runs/{setting}/{method}/{variant}/seed{seed}"
-RUN_META = RUN_DIR + "/final/meta.json"
-RUN_WEIGHTS = RUN_DIR + "/final/trainable.safetensors"
-RUN_LOG = RUN_DIR + "/final/log.jsonl"
+RUN_CONFIG = "results/configs/{setting}/{method}/{variant}.json"
+RUN_META = f"{RUN_DIR}/final/meta.json"
+RUN_WEIGHTS = f"{RUN_DIR}/final/trainable.safetensors"
+RUN_LOG = f"{RUN_DIR}/final/log.jsonl"
 EVAL_CSV = "results/eval/{setting}/{method}/{variant}/seed{seed}.csv"
 EVAL_SUMMARY = "results/eval/{setting}/{method}/{variant}/seed{seed}.summary.csv"
 EVAL_IMAGES = "results/eval/{setting}/{method}/{variant}/seed{seed}_images"
+EVAL_PROTOCOL = "results/configs/eval.json"
+ABLATION_MAIN_CONFIG = RUN_CONFIG.format(setting=EXP.ablation_setting, method="egrpo", variant=MAIN)
+TABLES = [f"table1_{s}" for s in EXP.settings] + (
+    ["table2_merge", "table3_steps", "table4_tau"] if "egrpo" in EXP.methods else []
+)
+FIGURES = ["fig1b_entropy", "fig1a_variance", "fig4_reward_curves", "fig5_qualitative"] + (
+    ["tau_ablation"] if "egrpo" in EXP.methods else []
+)
 
 
-def model_inputs():
-    """The base model directory when the DAG builds it (default world); nothing for FLUX.1-dev."""
-    return [config["model_path"]] if WORLD else []
+def dag_made(*paths):
+    """The inputs among `paths` that the DAG itself writes (the world's model, prompts and critic);
+    external files (FLUX.1-dev, reward weights) are checked by the job, so a dry run plans without them."""
+    return [p for p in paths if isinstance(p, str) and p.startswith("results/")]
 
 
-def prompt_inputs(split):
-    return [config["prompts"][split]] if WORLD else []
+def model_input():
+    return dag_made(config["inputs"]["model"])
 
 
-def metric_inputs():
-    """Files the metrics read that the DAG itself writes (the world's critic)."""
-    paths = [v for m in config["metrics"].values() for v in m.get("options", {}).values() if isinstance(v, str)]
-    return [p for p in paths if p.startswith("results/")] if WORLD else []
+def prompt_input(split):
+    return dag_made(config["inputs"]["prompts"][split])
+
+
+def model_path(wildcards):
+    """The base model directory a job loads (an input of the job when the DAG writes it)."""
+    return config["inputs"]["model"]
+
+
+def test_prompts_path(wildcards):
+    return config["inputs"]["prompts"]["test"]
+
+
+def reward_inputs():
+    """Reward weight files the DAG writes (the world's critic)."""
+    return dag_made(*(v for opts in (config["inputs"].get("rewards") or {}).values() for v in opts.values()))
+
+
+def world_dir(wildcards, output):
+    """Where `egrpo world build` writes (its prompt sets and critic sit side by side)."""
+    return str(Path(output.critic).parent)
 
 
 def expand_runs(pattern, runs=None):
-    return [pattern.format(setting=s, method=m, variant=v, seed=seed) for s, m, v, seed in (runs or RUNS)]
+    return [pattern.format(setting=r.setting, method=r.method, variant=r.variant, seed=r.seed)
+            for r in (runs if runs is not None else EXP.runs)]
+
+
+def run_config_params(wildcards):
+    """A train job's own resolved run config: editing one method or variant reruns only its jobs."""
+    return EXP.run_config_dict(wildcards.setting, wildcards.method, wildcards.variant)
 
 
 # group_seeds: one train job per (setting, method, variant) trains every seed in one process
@@ -119,47 +116,26 @@ def job_path(pattern, wildcards):
     return pattern.format(**{"seed": "{seed}", **dict(wildcards.items())})
 
 
+def run_out(wildcards):
+    return job_path(RUN_DIR, wildcards)
+
+
 def train_seeds(wildcards):
     return " ".join(SEEDS) if GROUP_SEEDS else wildcards.seed
+
+
+def train_launcher(wildcards, resources):
+    """One process per GPU the job holds (the `gpu` resource: one source for sbatch and torchrun),
+    on one node; --standalone picks a free rendezvous port, so jobs sharing a node do not collide."""
+    n = int(resources.get("gpu", 0))
+    return f"torchrun --standalone --nproc-per-node {n}" if n > 1 else "python"
 
 
 def run_of(wildcards, input):
     return str(Path(input.final).parent.parent)
 
 
-def model_dir(wildcards, input):
-    return input.model[0] if WORLD else config["model_path"]
-
-
-def test_prompts(wildcards, input):
-    return input.prompts[0] if WORLD else config["prompts"]["test"]
-
-
-def train_launcher():
-    n = GPUS["train"]
-    return f"torchrun --nproc-per-node {n}" if n > 1 else "python"
-
-
-def train_overrides(wildcards):
-    sets = [f"model.path={config['model_path']}", f"train.prompts={config['prompts']['train']}"]
-    sets += setting_overrides(wildcards.setting) + variant_overrides(wildcards.variant)
-    return " ".join(f"--set '{o}'" for o in sets)
-
-
 EVAL_WITH_TRAINING = config["eval"].get("with_training", False)
-EVAL_PROTOCOL = "results/configs/eval.json"
-
-
-def eval_protocol():
-    """What `egrpo evaluate --protocol` reads: test prompts, metrics, sampler, text length."""
-    e = config["eval"]
-    return {
-        "prompts": config["prompts"]["test"],
-        "limit": config["prompts"].get("test_limit"),
-        "metrics": config["metrics"],
-        "sampler": e["sampler"],
-        "max_sequence_length": e.get("max_sequence_length", 512),
-    }
 
 
 def eval_in_train(kind):
@@ -168,7 +144,7 @@ def eval_in_train(kind):
     if not EVAL_WITH_TRAINING:
         return {}
     if kind == "input":
-        return {"protocol": EVAL_PROTOCOL, "test_prompts": prompt_inputs("test"), "metrics": metric_inputs()}
+        return {"protocol": EVAL_PROTOCOL, "test_prompts": prompt_input("test")}  # reward files: an input already
     return {"csv": train_outputs(EVAL_CSV), "summary": train_outputs(EVAL_SUMMARY),
             "images": train_outputs(EVAL_IMAGES, directory)}
 
@@ -180,9 +156,19 @@ def eval_in_train_flags(wildcards):
             f"--eval-images {job_path(EVAL_IMAGES, wildcards)}")
 
 
-TABLES = [f"table1_{s}" for s in config["settings"]] + ["table2_merge", "table3_steps", "table4_tau"]
-FIGURES = ["fig1b_entropy", "fig1a_variance", "fig4_reward_curves", "fig5_qualitative", "tau_ablation"]
-MAIN_FIRST_SEED = [r for r in RUNS if r[2] == "main" and r[3] == SEEDS[0]]
+def qualitative_runs(wildcards):
+    return " ".join(f"--run {s}/{m}={RUN_DIR.format(setting=s, method=m, variant=MAIN, seed=SEEDS[0])}"
+                    for s, m in MAIN_FIRST_SEED)
+
+
+def variance_settings():
+    v = {"limit": 8, "group_size": 16, **config.get("variance", {})}
+    return {"limit": v["limit"], "group_size": v["group_size"], "metric": json.dumps(EXP.variance_metric())}
+
+
+def caption(table):
+    """Caption file of a table (Table 1 has one per reward setting, one caption for all)."""
+    return "table1" if table.startswith("table1_") else table
 
 
 def final_outputs():

@@ -1,11 +1,25 @@
+rule eval_config:
+    """The evaluation protocol as a file for `egrpo evaluate --protocol` (re-runs when it changes)."""
+    output:
+        EVAL_PROTOCOL,
+    log:
+        "logs/configs/eval.log",
+    params:
+        content=EXP.eval_protocol(),
+    conda:
+        "../envs/egrpo.yaml"
+    script:
+        "../scripts/write_json.py"
+
+
 if not EVAL_WITH_TRAINING:  # else the train job writes these outputs itself
 
     rule evaluate_run:
         input:
             final=RUN_META,
             protocol=EVAL_PROTOCOL,
-            prompts=prompt_inputs("test"),
-            metrics=metric_inputs(),
+            prompts=prompt_input("test"),
+            rewards=reward_inputs(),
         output:
             csv=EVAL_CSV,
             summary=EVAL_SUMMARY,
@@ -13,7 +27,7 @@ if not EVAL_WITH_TRAINING:  # else the train job writes these outputs itself
         log:
             "logs/eval/{setting}/{method}/{variant}/seed{seed}.log",
         benchmark:
-            "benchmarks/eval/{setting}/{method}/{variant}/seed{seed}.tsv"
+            "logs/benchmarks/eval/{setting}/{method}/{variant}/seed{seed}.tsv"
         threads: 1
         resources:
             gpu=GPUS["eval"],
@@ -22,16 +36,16 @@ if not EVAL_WITH_TRAINING:  # else the train job writes these outputs itself
         params:
             run=run_of,
         shell:
-            "python -m egrpo evaluate --run {params.run} --protocol {input.protocol} "
+            "python -m egrpo evaluate --run {params.run} --protocol {input.protocol} --device auto "
             "--images {output.images} --out {output.csv} > {log} 2>&1"
 
 
 rule evaluate_base:
     input:
-        model=model_inputs(),
+        model=model_input(),
         protocol=EVAL_PROTOCOL,
-        prompts=prompt_inputs("test"),
-        metrics=metric_inputs(),
+        prompts=prompt_input("test"),
+        rewards=reward_inputs(),
     output:
         csv="results/eval/base.csv",
         summary="results/eval/base.summary.csv",
@@ -39,7 +53,7 @@ rule evaluate_base:
     log:
         "logs/eval/base.log",
     benchmark:
-        "benchmarks/eval/base.tsv"
+        "logs/benchmarks/eval/base.tsv"
     threads: 1
     priority: 1  # short: run it beside the training jobs, not after the last one
     resources:
@@ -47,9 +61,9 @@ rule evaluate_base:
     conda:
         "../envs/egrpo.yaml"
     params:
-        model=model_dir,
+        model=model_path,
     shell:
-        "python -m egrpo evaluate --model {params.model} --protocol {input.protocol} "
+        "python -m egrpo evaluate --model {params.model} --protocol {input.protocol} --device auto "
         "--images {output.images} --out {output.csv} > {log} 2>&1"
 
 
@@ -59,9 +73,11 @@ rule qualitative_prompts:
     log:
         "logs/qualitative_prompts.log",
     params:
-        prompts=config.get("qualitative", {}).get("prompts", []),
-    run:
-        Path(output[0]).write_text("".join(f"{p}\n" for p in params.prompts))
+        content=config.get("qualitative", {}).get("prompts", []),
+    conda:
+        "../envs/egrpo.yaml"
+    script:
+        "../scripts/write_lines.py"
 
 
 rule qualitative_images:
@@ -69,14 +85,14 @@ rule qualitative_images:
     input:
         prompts="results/qualitative/prompts.txt",
         protocol=EVAL_PROTOCOL,
-        model=model_inputs(),
-        runs=expand_runs(RUN_META, MAIN_FIRST_SEED),
+        model=model_input(),
+        runs=expand_runs(RUN_META, [r for r in EXP.runs if r.variant == MAIN and str(r.seed) == SEEDS[0]]),
     output:
         directory("results/qualitative/images"),
     log:
         "logs/qualitative_images.log",
     benchmark:
-        "benchmarks/qualitative_images.tsv"
+        "logs/benchmarks/qualitative_images.tsv"
     threads: 1
     priority: 1  # short: run it beside the training jobs, not after the last one
     resources:
@@ -84,25 +100,27 @@ rule qualitative_images:
     conda:
         "../envs/egrpo.yaml"
     params:
-        model=model_dir,
-        runs=" ".join(f"--run {s}/{m}=results/runs/{s}/{m}/main/seed{seed}" for s, m, _, seed in MAIN_FIRST_SEED),
+        model=model_path,
+        runs=qualitative_runs,
     shell:
         "python -m egrpo render --model {params.model} {params.runs} --prompts {input.prompts} "
-        "--protocol {input.protocol} --out {output} > {log} 2>&1"
+        "--protocol {input.protocol} --device auto --out {output} > {log} 2>&1"
 
 
 rule variance:
-    """Fig. 1a's quantity: reward spread of one SDE step per timestep, unmerged and merged."""
+    """Fig. 1a's quantity: reward spread of one SDE step per timestep, unmerged and merged, under the
+    main E-GRPO run's schedule, noise, merge rule and resolution."""
     input:
-        model=model_inputs(),
-        prompts=prompt_inputs("test"),
-        metrics=metric_inputs(),
+        config=ABLATION_MAIN_CONFIG,
+        model=model_input(),
+        prompts=prompt_input("test"),
+        rewards=reward_inputs(),
     output:
         "results/figures/variance.csv",
     log:
         "logs/variance.log",
     benchmark:
-        "benchmarks/variance.tsv"
+        "logs/benchmarks/variance.tsv"
     threads: 1
     priority: 1  # short: run it beside the training jobs, not after the last one
     resources:
@@ -110,13 +128,8 @@ rule variance:
     conda:
         "../envs/egrpo.yaml"
     params:
-        model=model_dir,
-        prompts=test_prompts,
-        metric=json.dumps(next(iter(config["metrics"].values()))),
-        v={"limit": 8, "group_size": 16, "steps": 16, "tau": 2.2, **config.get("variance", {})},
-        hw=f"--height {config['eval']['sampler'].get('height', 1024)} --width {config['eval']['sampler'].get('width', 1024)}",
-        msl=config["eval"].get("max_sequence_length", 512),
+        prompts=test_prompts_path,
+        v=variance_settings(),
     shell:
-        "python -m egrpo variance --model {params.model} --prompts {params.prompts} --metric '{params.metric}' "
-        "--limit {params.v[limit]} --group-size {params.v[group_size]} --steps {params.v[steps]} "
-        "--tau {params.v[tau]} {params.hw} --max-sequence-length {params.msl} --out {output} > {log} 2>&1"
+        "python -m egrpo variance --config {input.config} --prompts {params.prompts} --metric '{params.v[metric]}' "
+        "--limit {params.v[limit]} --group-size {params.v[group_size]} --device auto --out {output} > {log} 2>&1"

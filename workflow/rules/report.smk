@@ -1,19 +1,18 @@
 rule tables:
-    """Tables 1-4 (Markdown, LaTeX, CSV): mean and 95% CI over seeds, compute per method."""
+    """Tables 1-4 (Markdown, LaTeX, CSV) with paired, resolution-aware comparisons."""
     input:
         evals=expand_runs(EVAL_CSV),
         logs=expand_runs(RUN_LOG),
         base="results/eval/base.csv",
     output:
-        [report(f"results/tables/{t}.md", caption="../report/table.rst", category="Tables") for t in TABLES],
-        [f"results/tables/{t}.{ext}" for t in TABLES for ext in ("tex", "csv")],
+        tables=[report(f"results/tables/{t}.md", caption=f"../report/{caption(t)}.rst", category="Tables")
+                for t in TABLES],
+        other=[f"results/tables/{t}.{ext}" for t in TABLES for ext in ("tex", "csv")],
+        comparisons="results/tables/comparisons.csv",
     log:
         "logs/tables.log",
     conda:
         "../envs/egrpo.yaml"
-    params:
-        runs=RUNS,
-        variants=VARIANTS,
     script:
         "../scripts/tables.py"
 
@@ -25,16 +24,22 @@ rule figures:
         logs=expand_runs(RUN_LOG),
         qualitative="results/qualitative/images",
         qualitative_prompts="results/qualitative/prompts.txt",
-        tau="results/tables/table4_tau.csv",
+        tables=[f"results/tables/{t}.csv" for t in TABLES],
     output:
-        [report(f"results/figures/{f}.png", caption="../report/figure.rst", category="Figures") for f in FIGURES],
-        [f"results/figures/{f}.pdf" for f in FIGURES],
+        figures=[report(f"results/figures/{f}.png", caption=f"../report/{f}.rst", category="Figures") for f in FIGURES],
+        pdf=[f"results/figures/{f}.pdf" for f in FIGURES],
     log:
         "logs/figures.log",
     conda:
         "../envs/egrpo.yaml"
-    params:
-        runs=RUNS,
-        training=config["training"],
     script:
         "../scripts/figures.py"
+
+
+localrules:
+    all,
+    run_config,
+    eval_config,
+    qualitative_prompts,
+    tables,
+    figures,

@@ -4,29 +4,39 @@ from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w")
 
+import numpy as np  # noqa: E402
+
 from egrpo import figures  # noqa: E402
-from egrpo.report import METHOD_NAMES  # noqa: E402
+from egrpo.experiment import MAIN, Experiment  # noqa: E402
+from egrpo.methods import display_name  # noqa: E402
+from egrpo.report import Compute  # noqa: E402
+from egrpo.rewards import reward_spec  # noqa: E402
 
-cfg, out = snakemake.config, Path("results/figures")
-train = snakemake.params.training
-egrpo_m = train.get("methods", {}).get("egrpo", {}).get("method", {})
-figures.entropy_figure(out / "fig1b_entropy", num_steps=egrpo_m.get("num_steps", 16), tau=egrpo_m.get("tau", 2.2),
-                       eta=egrpo_m.get("eta", 0.7))
-figures.variance_figure(Path(snakemake.input.variance), out / "fig1a_variance")
+exp = Experiment(snakemake.config)
+out = {Path(p).stem: Path(p).with_suffix("") for p in snakemake.output.figures}
+metrics = exp.config["metrics"]
 
-runs = [tuple(r) for r in snakemake.params.runs]
-logs = dict(zip(runs, snakemake.input.logs))
-setting = next(iter(cfg["settings"]))
-first_reward = cfg["settings"][setting]["names"][0]
-curves = {m: [logs[(s, m2, v, seed)] for (s, m2, v, seed) in runs if s == setting and m2 == m and v == "main"]
-          for m in cfg["methods"]}
-figures.reward_curves(curves, f"reward/{first_reward}/mean", out / "fig4_reward_curves")
+figures.entropy_figure(out["fig1b_entropy"], exp.main if "egrpo" in exp.methods else exp.run_config(
+    exp.ablation_setting, exp.methods[0]).method)
+variance_reward = exp.variance_metric()["reward"]
+figures.variance_figure(Path(snakemake.input.variance), out["fig1a_variance"], reward_spec(variance_reward).title)
+
+# Fig. 4 on the first setting: each release's training-reward curve, and the probe against compute
+logs = dict(zip(exp.runs, snakemake.input.logs))
+setting = next(iter(exp.settings))
+reward = exp.settings[setting]["names"][0]
+curves = {m: [logs[r] for r in exp.runs if (r.setting, r.method, r.variant) == (setting, m, MAIN)] for m in exp.methods}
+runs_compute = {m: [Compute.from_log(p, reward) for p in paths] for m, paths in curves.items()}
+budget = min(np.mean([c.passes for c in cs]) for cs in runs_compute.values())
+figures.reward_curves(curves, reward, reward_spec(reward).title, out["fig4_reward_curves"], budget=budget)
 
 qdir = Path(snakemake.input.qualitative)
 prompts = Path(snakemake.input.qualitative_prompts).read_text().splitlines()
-columns = {"Base model": qdir / "base"}
-for s in cfg["settings"]:
-    for m in cfg["methods"]:
-        columns[f"{METHOD_NAMES[m]} ({s})"] = qdir / s / m
-figures.qualitative_grid(columns, prompts, range(len(prompts)), out / "fig5_qualitative")
-figures.tau_figure(Path(snakemake.input.tau), list(cfg["metrics"]), out / "tau_ablation")
+columns = {display_name("base"): qdir / "base"}
+for s in exp.settings:
+    for m in exp.methods:
+        columns[f"{display_name(m)} ({s})"] = qdir / s / m
+figures.qualitative_grid(columns, prompts, range(len(prompts)), out["fig5_qualitative"])
+if "tau_ablation" in out:
+    tau_table = next(Path(p) for p in snakemake.input.tables if Path(p).stem == "table4_tau")
+    figures.ablation_figure(tau_table, list(metrics), out["tau_ablation"], "entropy threshold tau")
