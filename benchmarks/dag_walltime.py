@@ -18,8 +18,8 @@ import pandas as pd
 
 def summarise(workdir: Path) -> pd.DataFrame:
     rows = []
-    for tsv in sorted((workdir / "benchmarks").rglob("*.tsv")):
-        rule = tsv.relative_to(workdir / "benchmarks").parts[0].removesuffix(".tsv")
+    for tsv in sorted((workdir / "logs" / "benchmarks").rglob("*.tsv")):
+        rule = tsv.relative_to(workdir / "logs" / "benchmarks").parts[0].removesuffix(".tsv")
         df = pd.read_csv(tsv, sep="\t")
         rows.append({"rule": rule, "s": float(df["s"].iloc[-1]), "max_rss_mb": float(df["max_rss"].iloc[-1])})
     jobs = pd.DataFrame(rows)

@@ -26,9 +26,8 @@ import time
 
 import torch
 
-FLUX_DEV = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
-                num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
-                axes_dims_rope=(16, 56, 56))
+from egrpo.memory import FLUX_DEV  # FLUX.1-dev's published architecture, declared once
+
 TINY = dict(patch_size=1, in_channels=64, num_layers=1, num_single_layers=2, attention_head_dim=16,
             num_attention_heads=2, joint_attention_dim=64, pooled_projection_dim=32, guidance_embeds=True,
             axes_dims_rope=(4, 6, 6))
@@ -104,7 +103,7 @@ def egrpo_iteration(device, dtype, tiny: bool) -> dict:
                      "cudnn_attention": torch.backends.cuda.cudnn_sdp_enabled(),
                      "decode_batch": 8},
            "train": {"prompts": ["a papaya fruit dressed as a sailor"], "iterations": 1, "prompts_per_iteration": 1,
-                     "checkpoint_every": 1000, "micro_batch": 4, "sample_batch": 24},
+                     "checkpoint_every": 1000, "micro_batch": 4, "sample_batch": 24, "probe": False},
            "optim": {"lr": 2e-6}, "rewards": {"names": ["brightness"]},
            "method": {"group_size": 4 if tiny else 12, "num_steps": 16, "tau": 2.2, "active": "first8",
                       "granularities": [1, 2]}}

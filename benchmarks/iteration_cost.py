@@ -84,7 +84,7 @@ def replay(backbone, velocity_fn, decode_fn, events, h, w, kind="forward") -> fl
 def bench(model, method, iterations, lockstep=True, **method_kw):
     raw = {"name": "bench", "model": {"path": model, "height": 32, "width": 32, "max_sequence_length": 16},
            "train": {"prompts": PROMPTS, "iterations": iterations, "prompts_per_iteration": 2,
-                     "checkpoint_every": 10**6, "micro_batch": 16},
+                     "checkpoint_every": 10**6, "micro_batch": 16, "probe": False},
            "optim": {"lr": 1e-5}, "rewards": {"names": ["bench_brightness"]},
            "method": {"group_size": 8, "num_steps": 16, **method_kw}}
     tr = Trainer(resolve(raw, method), tempfile.mkdtemp(), progress=False)

@@ -29,6 +29,9 @@ FLUX_DEV = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=3
 BLOCK_ACTIVATIONS = 25.7
 # a no-grad forward holds a few hidden states of one block at a time (input, attention, 4x MLP)
 SAMPLING_ACTIVATIONS = 6.0
+# FLUX.1-dev's VAE decoder holds 768 values per output pixel at its peak (MemTracker under fake mode:
+# 0.74 GiB in bf16 for one 720x720 image, 5.9 GiB for 8)
+DECODE_VALUES_PER_PIXEL = 768
 # parameter counts of components the run does not train (FLUX.1-dev's, and the paper's reward models)
 FROZEN = {"text_encoder_2": 4.76e9, "text_encoder": 0.123e9, "vae": 0.084e9}
 REWARD_PARAMS = {"hpsv21": 0.986e9, "clip_score": 0.987e9, "pickscore": 0.986e9, "imagereward": 0.447e9}
@@ -109,8 +112,10 @@ def plan(cfg_run, gpus: int) -> dict[str, list[Component]]:
         Component("gradient buffers", 4 * n["largest_block"] / GiB if shard > 1 else 0.0, "fp32 reduce-scatter input")]
     step_peak = master + state + frozen + [Component("AdamW update temporaries", 4 * trained / GiB, "foreach step")]
     sample_rows = t.sample_batch or cfg_run.method.group_size
+    decode = (m.decode_batch or sample_rows) * m.height * m.width * DECODE_VALUES_PER_PIXEL * compute_bytes
     sampling = master + [Component("AdamW moments", 8 * trained / GiB)] + gathered + frozen + [
-        Component("sampling activations", SAMPLING_ACTIVATIONS * sample_rows * hidden / GiB, f"{sample_rows} rows, no grad")]
+        Component("sampling activations", SAMPLING_ACTIVATIONS * sample_rows * hidden / GiB, f"{sample_rows} rows, no grad"),
+        Component("VAE decode", decode / GiB, f"{m.decode_batch or sample_rows} images per decode call")]
     startup = master + [Component("text encoders", compute_bytes * (FROZEN["text_encoder"] + FROZEN["text_encoder_2"]) / GiB,
                                   "encode the run's prompts once, then moved off the GPU")]
     return {"training step": training, "optimizer step": step_peak, "sampling": sampling, "start-up": startup}

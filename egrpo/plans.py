@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, Sequence, Union
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from .merge import Reading, merge_lengths
 from .methods import MethodConfig, MethodSpec, register
@@ -119,12 +119,19 @@ class EGRPOMethod(MethodConfig):
         "release", description="stride-g ODE tails on the releases' grid (one stride-1 step, then stride g, "
         "final jump to sigma = 0) or strided from the branch's end")
 
-    @model_validator(mode="after")
-    def _steps(self):
-        active_steps(self.active, self.num_steps)
-        if len(set(self.granularities)) != len(self.granularities) or min(self.granularities) < 1:
-            raise ValueError(f"granularities must be distinct strides >= 1, got {self.granularities}")
-        return self
+    @field_validator("active")
+    @classmethod
+    def _active(cls, active, info: ValidationInfo):
+        if "num_steps" in info.data:
+            active_steps(active, info.data["num_steps"])
+        return active
+
+    @field_validator("granularities")
+    @classmethod
+    def _granularities(cls, g: list[int]) -> list[int]:
+        if len(set(g)) != len(g) or min(g) < 1:
+            raise ValueError(f"distinct ODE strides >= 1, got {g}")
+        return g
 
 
 @dataclass(frozen=True)

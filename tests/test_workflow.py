@@ -1,6 +1,8 @@
-"""The Snakemake DAG: dry runs of both configs, the SLURM profile's submission, a killed train job
-resuming, config errors before any job, and one end-to-end run of a tiny config."""
+"""The Snakemake DAG: dry runs of both configs, the default profile, lint, config errors before any
+job, the SLURM profile's submission, an edit rerunning exactly the jobs it changes, a killed train job
+resuming, and one end-to-end run of a tiny config."""
 
+import json
 import os
 import re
 import shutil
@@ -12,13 +14,16 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
+SNAKEFILE = ROOT / "workflow" / "Snakefile"
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE)]
+TEST_CONFIG = ROOT / ".test" / "config.yaml"
 
 
-def smk(workdir, *args, env=None, timeout=900, check=True):
-    cmd = SNAKEMAKE + ["--directory", str(workdir), *args]
+def smk(workdir, *args, env=None, timeout=900, check=True, profile="none"):
+    cmd = SNAKEMAKE + ["--directory", str(workdir), *args] + (["--workflow-profile", profile] if profile else [])
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
     if check and r.returncode != 0:
         raise AssertionError(f"snakemake failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
@@ -26,36 +31,59 @@ def smk(workdir, *args, env=None, timeout=900, check=True):
 
 
 def job_counts(output: str) -> dict[str, int]:
+    if "Job stats:" not in output:
+        return {}
     table = output.split("Job stats:")[1].split("total")[0]
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
 
 
 def test_dry_run_default_config(tmp_path):
-    counts = job_counts(smk(tmp_path, "-n", "--workflow-profile", "none", "--configfile",
-                            str(ROOT / "config/config.yaml")).stdout)
+    counts = job_counts(smk(tmp_path, "-n", "--configfile", str(ROOT / "config/config.yaml")).stdout)
     # 2 settings x 3 methods + 10 E-GRPO ablation variants, each job training both seeds (group_seeds)
-    # and evaluating its runs (eval.with_training)
-    assert counts["train"] == 16 and "evaluate_run" not in counts
+    # and evaluating its runs (eval.with_training); each from its own resolved run config
+    assert counts["train"] == 16 and counts["run_config"] == 16 and "evaluate_run" not in counts
     assert counts["world_build"] == 1 and counts["world_pretrain"] == 1 and counts["evaluate_base"] == 1
     assert counts["tables"] == 1 and counts["figures"] == 1
 
 
 def test_dry_run_flux_config(tmp_path):
-    counts = job_counts(smk(tmp_path, "-n", "--workflow-profile", "none", "--configfile",
-                            str(ROOT / "config/flux.yaml")).stdout)
-    assert counts["train"] == 48 and counts["evaluate_run"] == 48  # 3 seeds
+    counts = job_counts(smk(tmp_path, "-n", "--configfile", str(ROOT / "config/flux.yaml")).stdout)
+    assert counts["train"] == 48 and counts["evaluate_run"] == 48  # 3 seeds; plans without any weights present
     assert "world_build" not in counts and "world_pretrain" not in counts
 
 
-def test_config_error_is_reported_before_any_job(tmp_path):
-    r = smk(tmp_path, "-n", "--workflow-profile", "none", "--configfile", str(ROOT / "config/config.yaml"),
-            "--config", "seeds=[-1]", check=False)
-    assert r.returncode != 0 and "seeds" in r.stderr + r.stdout
-    bad = (ROOT / "config/config.yaml").read_text().replace("optim: {lr: 5.0e-5}", "optim: {lr: -1.0}")
-    (tmp_path / "bad.yaml").write_text(bad)
-    r = smk(tmp_path, "-n", "--workflow-profile", "none", "--configfile", str(tmp_path / "bad.yaml"), check=False)
+def test_the_default_profile_is_loaded_and_lint_is_clean(tmp_path):
+    r = smk(tmp_path, "-n", "--configfile", str(ROOT / "config/config.yaml"), profile=None)
+    assert "Using workflow specific profile" in r.stdout + r.stderr and "workflow/profiles/default" in r.stdout + r.stderr
+    for config in ("config/config.yaml", "config/flux.yaml"):
+        r = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--configfile", config], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and "good condition" in r.stdout + r.stderr, (r.stdout + r.stderr)[-2000:]
+
+
+def _bad_config(tmp_path, base, edit, name="bad.yaml"):
+    raw = yaml.safe_load((ROOT / base).read_text())
+    edit(raw)
+    (tmp_path / name).write_text(yaml.safe_dump(raw))
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("base,edit,named", [
+    ("config/config.yaml", lambda c: c.update(seeds=[-1]), "seeds"),
+    ("config/config.yaml", lambda c: c["training"]["optim"].update(lr=-1.0), "training.optim.lr"),
+    ("config/config.yaml", lambda c: c["settings"]["hps"].update(names=["world_preferance"]), "settings.hps.names[0]"),
+    ("config/config.yaml", lambda c: c["metrics"].update(clip="world_alignmnt"), "metrics.clip"),
+    ("config/config.yaml", lambda c: c["training"]["methods"]["egrpo"]["method"].update(active=[3, 17]),
+     "training.method.active"),
+    ("config/flux.yaml", lambda c: c["inputs"]["rewards"]["hpsv21"].pop("checkpoint"), "inputs.rewards.hpsv21.checkpoint"),
+    ("config/flux.yaml", lambda c: c["inputs"]["rewards"].pop("clip_score"), "inputs.rewards.clip_score.checkpoint"),
+    ("config/flux.yaml", lambda c: c["training"]["model"].update(path="/x"), "training.model.path"),
+    ("config/flux.yaml", lambda c: c["gpus"].update(train=16), "gpus.train"),
+])
+def test_config_errors_are_reported_before_any_job(tmp_path, base, edit, named):
+    r = smk(tmp_path, "-n", "--configfile", str(_bad_config(tmp_path, base, edit)), check=False)
     out = r.stderr + r.stdout
-    assert r.returncode != 0 and "training.optim.lr" in out and "Job stats" not in out
+    assert r.returncode != 0 and named in out and "Job stats" not in out, out[-1500:]
 
 
 FAKE_SBATCH = """#!/usr/bin/env bash
@@ -66,7 +94,7 @@ exit 1
 FAKE_OK = "#!/usr/bin/env bash\necho \"$(basename $0) $*\" >> \"{log}\"\nexit 0\n"
 
 
-def test_slurm_profile_submits_train_with_gpu_flags(tmp_path):
+def _fake_slurm(tmp_path):
     bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
     bin_dir.mkdir()
     for name, body in {"sbatch": FAKE_SBATCH, "sacct": FAKE_OK, "squeue": FAKE_OK, "srun": FAKE_OK,
@@ -74,27 +102,39 @@ def test_slurm_profile_submits_train_with_gpu_flags(tmp_path):
         f = bin_dir / name
         f.write_text(body.format(log=log))
         f.chmod(f.stat().st_mode | stat.S_IEXEC)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}, log
+
+
+@pytest.mark.parametrize("gpus", [None, 4])
+def test_slurm_profile_submits_one_node_with_the_configs_gpu_count(tmp_path, gpus):
+    """The GPU count has one source: the job's `gpu` resource gives sbatch's --gpus and torchrun's
+    processes alike (a profile edit to 4 GPUs gives 4 ranks, not 8); training is pinned to one node."""
+    env, log = _fake_slurm(tmp_path)
     target = "results/runs/hps/egrpo/main/seed0/final/meta.json"
-    r = smk(tmp_path / "w", "--workflow-profile", str(ROOT / "workflow/profiles/slurm"), "--configfile",
-            str(ROOT / "config/flux.yaml"), "--slurm-status-command", "sacct", target,
-            env={"PATH": f"{bin_dir}:{os.environ['PATH']}"}, check=False, timeout=300)
+    profile = yaml.safe_load((ROOT / "workflow/profiles/slurm/config.yaml").read_text())
+    if gpus:  # a user's profile edit
+        profile["set-resources"]["train"]["gpu"] = gpus
+    (tmp_path / "profile").mkdir()
+    (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
+    extra = ["--set-resources", f"train:gpu={gpus}"] if gpus else []  # the same edit for the dry run below
+    r = smk(tmp_path / "w", target, "--slurm-status-command", "sacct", "--configfile", str(ROOT / "config/flux.yaml"),
+            env=env, check=False, timeout=300, profile=str(tmp_path / "profile"))
     calls = log.read_text() if log.exists() else ""
-    submit = [line for line in calls.splitlines() if line.startswith("sbatch")]
-    assert submit, f"no sbatch call:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
-    assert "--gpus=h100:8" in submit[0] and "-p gpu" in submit[0] and "-t 2880" in submit[0]
-    assert "--cpus-per-gpu=8" in submit[0] and "--mem 512000" in submit[0], submit[0][:600]
-    # the job itself launches 8 processes with torchrun
-    dry = smk(tmp_path / "w", target, "-n", "-p", "--workflow-profile", "none", "--configfile",
-              str(ROOT / "config/flux.yaml")).stdout
-    assert "torchrun --nproc-per-node 8 -m egrpo train" in dry
+    submit = [line for line in calls.splitlines() if line.startswith("sbatch") and "rule_train" in line]
+    assert submit, f"no sbatch call for train:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+    n = gpus or 8
+    assert f"--gpus=h100:{n}" in submit[0] and "--nodes=1" in submit[0] and "-t 2880" in submit[0], submit[0][:700]
+    assert "-A 'your_account'" in submit[0] or "-A your_account" in submit[0]
+    dry = smk(tmp_path / "w", target, "-n", "-p", *extra, "--configfile", str(ROOT / "config/flux.yaml")).stdout
+    assert f"torchrun --standalone --nproc-per-node {n} -m egrpo train" in dry  # the processes the job's GPUs allow
+    assert not [line for line in calls.splitlines() if line.startswith("sbatch") and "rule_run_config" in line]
 
 
 @pytest.fixture(scope="module")
 def tiny_dag(tmp_path_factory):
     """One end-to-end run of the tiny test config (every table and figure)."""
     work = tmp_path_factory.mktemp("dag")
-    smk(work, "--cores", "2", "--workflow-profile", "none", "--configfile", str(ROOT / ".test/config.yaml"),
-        timeout=1200)
+    smk(work, "--cores", "2", "--configfile", str(TEST_CONFIG), timeout=1200)
     return work
 
 
@@ -104,21 +144,45 @@ def test_end_to_end_tiny_config_writes_every_table_and_figure(tiny_dag):
         table = (res / "tables" / f"table1_{s}.md").read_text()
         for row in ("Base model", "E-GRPO", "DanceGRPO", "MixGRPO"):
             assert row in table
-        assert "qualitative claim" in table
+        assert "paper's ordering on hps" in table and "gain over base" in table and "reward at equal compute" in table
         for ext in ("csv", "tex"):
             assert (res / "tables" / f"table1_{s}.{ext}").stat().st_size > 0
     for t in ("table2_merge", "table3_steps", "table4_tau"):
-        assert "E-GRPO (adaptive" in (res / "tables" / f"{t}.md").read_text()
+        assert "(main)" in (res / "tables" / f"{t}.md").read_text()
+    comparisons = (res / "tables" / "comparisons.csv").read_text()
+    assert "gain over the base model" in comparisons and "main row is best" in comparisons
     for f in ("fig1b_entropy", "fig1a_variance", "fig4_reward_curves", "fig5_qualitative", "tau_ablation"):
         assert (res / "figures" / f"{f}.png").stat().st_size > 1000 and (res / "figures" / f"{f}.pdf").exists()
     prov = (res / "runs/hps/egrpo/main/seed0/provenance.json").read_text()
     assert "config_hash" in prov and "git_commit" in prov
+    assert not list(res.parent.glob("benchmarks"))  # Snakemake's benchmark files go under logs/
+
+
+def test_an_edit_reruns_exactly_the_runs_it_changes(tiny_dag):
+    """A learning-rate edit to MixGRPO reruns MixGRPO's two train jobs (and the reports), nothing else;
+    the rerun starts those runs afresh and their table rows change."""
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["training"]["methods"]["mixgrpo"]["optim"] = {"lr": 3e-4}
+    (tiny_dag / "edited.yaml").write_text(yaml.safe_dump(cfg))
+    counts = job_counts(smk(tiny_dag, "-n", "--configfile", str(tiny_dag / "edited.yaml")).stdout)
+    assert counts["train"] == 2 and counts["run_config"] == 2, counts
+    import pandas as pd
+
+    before = pd.read_csv(tiny_dag / "results/tables/table1_hps.csv").set_index("row")
+    smk(tiny_dag, "--cores", "2", "--configfile", str(tiny_dag / "edited.yaml"))
+    log = (tiny_dag / "logs/train/hps/mixgrpo/main/seeds.log").read_text()
+    assert "starting afresh" in log and "resuming" not in log
+    run_cfg = json.loads((tiny_dag / "results/runs/hps/mixgrpo/main/seed0/config.json").read_text())
+    assert run_cfg["optim"]["lr"] == 3e-4
+    after = pd.read_csv(tiny_dag / "results/tables/table1_hps.csv").set_index("row")
+    assert before.loc["MixGRPO", "hps"] != after.loc["MixGRPO", "hps"]
+    assert before.loc["E-GRPO", "hps"] == after.loc["E-GRPO", "hps"]
 
 
 def test_killed_train_job_resumes_from_checkpoint(tiny_dag):
     """Kill a running train job (as a SLURM time limit or Ctrl-C would), start Snakemake again: the job
     resumes each of its seeds from its last checkpoint instead of starting over."""
-    cfg = (ROOT / ".test/config.yaml").read_text().replace("iterations: 2", "iterations: 100")
+    cfg = TEST_CONFIG.read_text().replace("iterations: 2", "iterations: 100")
     (tiny_dag / "long.yaml").write_text(cfg)
     target = "results/runs/hps/dancegrpo/main/seed1/final/meta.json"
     run_dir = tiny_dag / "results/runs/hps/dancegrpo/main/seed0"  # the job's first seed: killed in its run
@@ -129,27 +193,26 @@ def test_killed_train_job_resumes_from_checkpoint(tiny_dag):
     # a shell's background jobs inherit SIGINT ignored; give Snakemake a terminal's Ctrl-C behaviour
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    ckpt = run_dir / "checkpoints" / "last.pt"
+    meta = run_dir / "checkpoints" / "last" / "meta.json"
     deadline = time.time() + 300
-    while not ckpt.exists() and time.time() < deadline:
+    while not meta.exists() and time.time() < deadline:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C to the whole process group, at the first checkpoint
     proc.wait(timeout=60)
     out.close()
     rows = len((run_dir / "log.jsonl").read_text().splitlines()) if (run_dir / "log.jsonl").exists() else 0
-    assert ckpt.exists() and not (run_dir / "final" / "meta.json").exists(), (
+    assert meta.exists() and not (run_dir / "final" / "meta.json").exists(), (
         f"the killed job finished anyway ({rows} iterations logged):\n"
         + (tiny_dag / "killed_run.out").read_text()[-3000:])
-    smk(tiny_dag, target, "--cores", "1", "--workflow-profile", "none", "--configfile", str(tiny_dag / "long.yaml"))
+    smk(tiny_dag, target, "--cores", "1", "--configfile", str(tiny_dag / "long.yaml"))
     log = (tiny_dag / "logs/train/hps/dancegrpo/main/seeds.log").read_text()
     assert "resuming from the checkpoint at iteration" in log
     for seed in (0, 1):
         done = tiny_dag / f"results/runs/hps/dancegrpo/main/seed{seed}/final/log.jsonl"
-        assert len(done.read_text().splitlines()) == 100
+        assert [json.loads(line)["iteration"] for line in done.read_text().splitlines()] == list(range(100))
 
 
 def test_report_holds_tables_and_figures(tiny_dag):
-    smk(tiny_dag, "--report", "report.html", "--workflow-profile", "none", "--configfile",
-        str(ROOT / ".test/config.yaml"))
+    smk(tiny_dag, "--report", "report.html", "--configfile", str(TEST_CONFIG))
     html = (tiny_dag / "report.html").read_text(errors="ignore")
     assert "table1_hps.md" in html and "fig1b_entropy.png" in html

@@ -45,7 +45,7 @@ HPS_SOURCE = ("HPS_v2.1_compressed.pt from the Hugging Face repo xswu/HPSv2 (a d
 CLIP_SOURCE = ("the open_clip model directory of the Hugging Face repo apple/DFN5B-CLIP-ViT-H-14-378, named "
                "DFN5B-CLIP-ViT-H-14-384 in MixGRPO's scripts (open_clip_config.json and open_clip_pytorch_model.bin; "
                "`huggingface-cli download apple/DFN5B-CLIP-ViT-H-14-378 --local-dir DIR`)")
-PICK_SOURCE = ("the save_pretrained directories of yuvalkirstain/PickScore_v1 (model_dir) and "
+PICK_SOURCE = ("the save_pretrained directories of the Hugging Face repos yuvalkirstain/PickScore_v1 (model_dir) and "
                "laion/CLIP-ViT-H-14-laion2B-s32B-b79K (processor_dir)")
 IR_SOURCE = ("ImageReward.pt and med_config.json from the Hugging Face repo THUDM/ImageReward, and a "
              "bert-base-uncased tokenizer directory (vocab.txt) as tokenizer_dir")

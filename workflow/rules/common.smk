@@ -92,9 +92,21 @@ def expand_runs(pattern, runs=None):
             for r in (runs if runs is not None else EXP.runs)]
 
 
+def canonical(obj):
+    """A config as canonical JSON: a param that key order cannot change, so reordering a config file
+    reruns nothing."""
+    return json.dumps(obj, sort_keys=True, indent=1)
+
+
+def write_text(path, text):
+    """What the configuration rules write (in Snakemake's process: no interpreter start per file)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(f"{text}\n")
+
+
 def run_config_params(wildcards):
     """A train job's own resolved run config: editing one method or variant reruns only its jobs."""
-    return EXP.run_config_dict(wildcards.setting, wildcards.method, wildcards.variant)
+    return canonical(EXP.run_config_dict(wildcards.setting, wildcards.method, wildcards.variant))
 
 
 # group_seeds: one train job per (setting, method, variant) trains every seed in one process

@@ -5,11 +5,9 @@ rule eval_config:
     log:
         "logs/configs/eval.log",
     params:
-        content=EXP.eval_protocol(),
-    conda:
-        "../envs/egrpo.yaml"
-    script:
-        "../scripts/write_json.py"
+        content=canonical(EXP.eval_protocol()),
+    run:
+        write_text(output[0], params.content)
 
 
 if not EVAL_WITH_TRAINING:  # else the train job writes these outputs itself
@@ -73,11 +71,9 @@ rule qualitative_prompts:
     log:
         "logs/qualitative_prompts.log",
     params:
-        content=config.get("qualitative", {}).get("prompts", []),
-    conda:
-        "../envs/egrpo.yaml"
-    script:
-        "../scripts/write_lines.py"
+        content="\n".join(config.get("qualitative", {}).get("prompts", [])),
+    run:
+        write_text(output[0], params.content)
 
 
 rule qualitative_images:

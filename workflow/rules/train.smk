@@ -6,10 +6,8 @@ rule run_config:
         "logs/configs/{setting}/{method}/{variant}.log",
     params:
         content=run_config_params,
-    conda:
-        "../envs/egrpo.yaml"
-    script:
-        "../scripts/write_json.py"
+    run:
+        write_text(output[0], params.content)
 
 
 rule train:
