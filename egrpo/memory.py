@@ -24,13 +24,12 @@ GiB = 1024**3
 FLUX_DEV = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
                 num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
                 axes_dims_rope=(16, 56, 56))
-# activations one block holds for backward, in hidden states [tokens, width] per sample: measured with
-# FSDPMemTracker on FLUX.1-dev at 720x720 + 512 text tokens (21.25 GiB over 57 blocks at batch 1)
+# activations one block holds for backward, in hidden states [tokens, width] per sample (calibrated
+# with FSDPMemTracker on FLUX.1-dev at 720x720: benchmarks/README.md, "Memory plan")
 BLOCK_ACTIVATIONS = 25.7
 # a no-grad forward holds a few hidden states of one block at a time (input, attention, 4x MLP)
 SAMPLING_ACTIVATIONS = 6.0
-# FLUX.1-dev's VAE decoder holds 768 values per output pixel at its peak (MemTracker under fake mode:
-# 0.74 GiB in bf16 for one 720x720 image, 5.9 GiB for 8)
+# FLUX.1-dev's VAE decoder holds 768 values per output pixel at its peak (MemTracker, same section)
 DECODE_VALUES_PER_PIXEL = 768
 # parameter counts of components the run does not train (FLUX.1-dev's, and the paper's reward models)
 FROZEN = {"text_encoder_2": 4.76e9, "text_encoder": 0.123e9, "vae": 0.084e9}

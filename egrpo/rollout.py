@@ -196,6 +196,37 @@ def train_units(group: GroupSample, seed_key: tuple, micro_batch: int, method: M
     return units
 
 
+def merge_units(units: list[TrainUnit], micro_batch: int) -> list[TrainUnit]:
+    """Units of one optimizer step that take the same transition (same i -> j, rule, noise and sigmas),
+    batched into forwards of at most `micro_batch` distinct inputs across groups and prompts: the same
+    loss, far fewer (and fuller) forward and backward calls."""
+    buckets: dict[tuple, list[list[TrainUnit]]] = {}
+    for u in units:
+        key = (u.update, u.i, u.j, u.rule, u.eta, tuple(u.sigmas.tolist()))
+        chunks = buckets.setdefault(key, [[]])
+        if chunks[-1] and sum(len(v.x) for v in chunks[-1]) + len(u.x) > micro_batch:
+            chunks.append([])
+        chunks[-1].append(u)
+    out = []
+    for chunks in buckets.values():
+        for chunk in chunks:
+            if len(chunk) == 1:
+                out.append(chunk[0])
+                continue
+            offsets = torch.tensor([0] + [len(u.x) for u in chunk[:-1]]).cumsum(0).tolist()
+            embeds = [u.embeds.select([0] * len(u.x)) if len(u.embeds) != len(u.x) else u.embeds for u in chunk]
+            first = chunk[0]
+            out.append(TrainUnit(
+                first.update, first.sigmas, first.i, first.j, first.rule, first.eta,
+                PromptEmbeds(torch.cat([e.prompt for e in embeds]), torch.cat([e.pooled for e in embeds]),
+                             first.embeds.text_ids),
+                torch.cat([u.x for u in chunk]),  # [sum U, N, C]
+                torch.cat([u.index + o for u, o in zip(chunk, offsets)]),  # [sum M] into x
+                torch.cat([u.prev for u in chunk]), torch.cat([u.old_log_prob for u in chunk]),
+                torch.cat([u.advantages for u in chunk])))
+    return out
+
+
 def score_sample(sample: IterationSample, rewards: Mapping[str, object], batch: int) -> None:
     """Score every group image and probe with every reward (one chunked call per reward) and store
     the rewards on their groups and probes."""

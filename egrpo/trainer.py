@@ -28,7 +28,7 @@ from .methods import build_plan
 from .objectives import clipped_ratio_loss, rollout_advantages
 from .prompts import load_prompts
 from .rewards import build_reward
-from .rollout import Prompt, sample_iteration, score_sample, train_units
+from .rollout import Prompt, merge_units, sample_iteration, score_sample, train_units
 from .sde import sde_step
 from .seeding import derive_seed, generator
 
@@ -165,7 +165,7 @@ class Trainer:
         loss_sum = ratio_sum = clipped = ratio_dev = first_dev = 0.0
         pairs, grad_norms = 0.0, []
         for k in range(n_updates):
-            mine = [u for u in units if u.update == k]
+            mine = merge_units([u for u in units if u.update == k], cfg.train.micro_batch)
             n_units = int(dist.all_reduce(torch.tensor(len(mine)), "max"))
             rows = float(dist.all_reduce(torch.tensor(float(sum(len(u.prev) for u in mine)))))
             if rows == 0:

@@ -133,3 +133,23 @@ def test_a_gpu_job_that_cannot_see_cuda_fails_instead_of_running_on_the_cpu(monk
     monkeypatch.delenv("SLURM_JOB_GPUS")
     with pytest.raises(DeviceError, match="model.device asks for cuda"):
         dist.local_device("cuda")
+
+
+def test_fsdp_computes_in_bf16_from_fp32_shards_and_reduces_in_fp32(tmp_path):
+    """The mixed-precision policy FSDP2 gets on a GPU (bf16 params, fp32 gradient reduction), checked on
+    a process group of one (gloo)."""
+    import torch.distributed as tdist
+
+    from egrpo import distributed as dist
+    from egrpo.tiny_flux import TinyFluxSpec, build_tiny_flux
+
+    tdist.init_process_group("gloo", rank=0, world_size=1, store=tdist.FileStore(str(tmp_path / "store"), 1))
+    try:
+        model = build_tiny_flux(TinyFluxSpec()).transformer.float()
+        wrapped = dist.wrap(model, "fsdp", torch.device("cpu"), param_dtype=torch.bfloat16)
+        for module in (wrapped, wrapped.transformer_blocks[0], wrapped.single_transformer_blocks[0]):
+            policy = module._get_fsdp_state()._mp_policy
+            assert policy.param_dtype == torch.bfloat16 and policy.reduce_dtype == torch.float32
+        assert all(p.dtype == torch.float32 for p in wrapped.parameters())  # master shards stay fp32
+    finally:
+        tdist.destroy_process_group()

@@ -111,3 +111,33 @@ def test_incomplete_directory_names_missing_parts(tiny_flux_dir, tmp_path):
     msg = str(err.value)
     assert "transformer/diffusion_pytorch_model.safetensors" in msg and "tokenizer_2/" in msg
     assert "vae" not in msg.split("missing:")[1].split(".")[0]
+
+
+def test_velocity_keeps_no_autocast_weight_cache(backbone, monkeypatch):
+    """Under autocast, fp32 master weights' bf16 casts would be cached until the whole forward ends (a
+    bf16 copy of the transformer): the backbone turns the cache off."""
+    seen = []
+    real = torch.autocast
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "autocast", recording)
+    e = backbone.encode_prompts(["a cat"])
+    backbone.velocity(torch.randn(1, *backbone.packed_shape(64, 64)), 0.5, e, 64, 64)
+    assert seen and seen[-1].get("cache_enabled") is False
+
+
+def test_text_encoders_leave_the_gpu_once_prompts_are_encoded(tiny_flux_dir, monkeypatch):
+    """T5-XXL is 9 GB: after the run's prompts are encoded it moves to the CPU (a CUDA device mocked)."""
+    bb = FluxBackbone.from_pretrained(tiny_flux_dir)
+    moved = []
+    for name in ("text_encoder", "text_encoder_2"):
+        monkeypatch.setattr(getattr(bb.pipe, name), "to", lambda device, name=name: moved.append((name, device)))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    bb.offload_text_encoders()
+    assert moved == []  # on the CPU nothing to move
+    bb.device = torch.device("cuda", 0)
+    bb.offload_text_encoders()
+    assert moved == [("text_encoder", "cpu"), ("text_encoder_2", "cpu")]

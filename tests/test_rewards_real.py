@@ -144,3 +144,21 @@ def test_imagereward_wrapper_matches_package_score(tiny_imagereward):
     want = torch.tensor([model.score(p, im) for p, im in zip(PROMPTS, _pil(images))], dtype=torch.float32)
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
     assert got.std() > 1e-3
+
+
+def test_reward_models_run_in_bf16_on_a_gpu_and_score_in_chunks():
+    from egrpo.rewards.images import reward_dtype
+
+    assert reward_dtype({}, torch.device("cuda")) == torch.bfloat16
+    assert reward_dtype({}, torch.device("cpu")) == torch.float32
+    assert reward_dtype({"precision": "fp32"}, torch.device("cuda")) == torch.float32
+    with pytest.raises(ConfigError, match="precision"):
+        reward_dtype({"precision": "half"}, torch.device("cpu"))
+    sizes = []
+
+    def counting(images, prompts):
+        sizes.append(len(images))
+        return images.mean(dim=(1, 2, 3))
+
+    out = score(counting, "brightness", _images(n=5), ["p"] * 5, batch=2)
+    assert sizes == [2, 2, 1] and out.shape == (5,)

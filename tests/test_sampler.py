@@ -85,3 +85,25 @@ def test_lanes_of_one_origin_share_forwards_while_their_paths_agree(backbone):
         solo = Lane(e, SIGMAS, t, x)
         run_lanes(backbone, [solo], height=64, width=64)
         torch.testing.assert_close(lane.x, solo.x, atol=1e-5, rtol=1e-5)
+
+
+def test_the_first_dpm_step_after_an_sde_window_is_second_order():
+    """MixGRPO-Flash: the window's data predictions feed DPM-Solver++'s memory, so the first DPM step
+    already uses the previous one (the release's sampler; its last step is first order)."""
+    from egrpo.dpm_solver import dpm_solver_2m_step
+    from egrpo.flux import PromptEmbeds
+    from egrpo.sampler import DPM2, Lane
+
+    sig = torch.tensor([0.9, 0.8, 0.5, 0.2, 0.0])
+    e = PromptEmbeds(torch.zeros(1, 2, 4), torch.zeros(1, 4), torch.zeros(2, 3))
+    x = torch.randn(1, 3, 2)
+    tr = [Transition(0, 1, "flow_grpo", 0.7), Transition(1, 2, DPM2), Transition(2, 3, DPM2), Transition(3, 4, DPM2)]
+    lane = Lane(e, sig, tr, x, [generator("dpm", 0)])
+    v0, v1 = torch.randn(1, 3, 2), torch.randn(1, 3, 2)
+    lane.advance(v0)
+    x1 = lane.x
+    lane.advance(v1)
+    x0_prev, x0 = x - 0.9 * v0, x1 - 0.8 * v1
+    torch.testing.assert_close(lane.x, dpm_solver_2m_step(x1, x0, x0_prev, 0.9, 0.8, 0.5))
+    first_order = dpm_solver_2m_step(x1, x0, None, None, 0.8, 0.5)
+    assert not torch.allclose(lane.x, first_order)

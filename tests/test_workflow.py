@@ -216,3 +216,22 @@ def test_report_holds_tables_and_figures(tiny_dag):
     smk(tiny_dag, "--report", "report.html", "--configfile", str(TEST_CONFIG))
     html = (tiny_dag / "report.html").read_text(errors="ignore")
     assert "table1_hps.md" in html and "fig1b_entropy.png" in html
+
+
+def test_every_gpu_rule_resolves_to_this_ranks_gpu(tmp_path, monkeypatch):
+    """Each rule that holds a GPU takes its device from the job: `--device auto` (evaluation, the
+    qualitative grid, Fig. 1a's variance) or a run config with model.device auto (training), and auto
+    is cuda:LOCAL_RANK when CUDA is available (mocked here)."""
+    import torch
+
+    from egrpo import distributed as dist
+
+    out = smk(tmp_path, "-n", "-p", "--configfile", str(ROOT / "config/flux.yaml")).stdout
+    for command in ("egrpo evaluate --run", "egrpo evaluate --model", "egrpo render", "egrpo variance"):
+        lines = [line for line in out.splitlines() if command in line]
+        assert lines and all("--device auto" in line for line in lines), command
+    cfg = yaml.safe_load((ROOT / "config/flux.yaml").read_text())["training"]
+    assert cfg["model"].get("device", "auto") == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "5")
+    assert dist.local_device("auto") == torch.device("cuda", 5)

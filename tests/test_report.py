@@ -1,0 +1,77 @@
+"""Tables from evaluation CSVs and logs: labels and x-values follow the config, comparisons are paired."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from egrpo import paper
+from egrpo.experiment import Experiment
+from egrpo.report import Tables
+
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = ["hps", "clip", "pickscore", "imagereward"]
+
+
+def _experiment(tau: float) -> Experiment:
+    cfg = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
+    cfg["training"]["methods"]["egrpo"]["method"]["tau"] = tau
+    cfg["ablations"] = {"setting": "hps", "tau": [t for t in (0, 2.0, 2.2, 2.6) if t != tau], "fixed_merge": [2],
+                        "active": ["all"]}
+    cfg["compare_paper"] = True
+    return Experiment(cfg)
+
+
+def _write_runs(exp: Experiment, tmp: Path, effect: dict) -> tuple[dict, Path, dict]:
+    """Per-image CSVs (8 prompts) and logs for every run; `effect` shifts a (method, variant)'s scores."""
+    rng = np.random.default_rng(0)
+    prompt_effect = rng.normal(0, 0.05, 8)
+    evals, logs = {}, {}
+    for run in exp.runs:
+        shift = effect.get((run.method, run.variant), 0.0) + 0.001 * run.seed
+        df = pd.DataFrame({"prompt_index": range(8), "prompt": ["p"] * 8, "seed": range(8),
+                           **{m: 0.5 + prompt_effect + shift + rng.normal(0, 0.001, 8) for m in METRICS}})
+        evals[run] = tmp / f"{run.dir.replace('/', '_')}.csv"
+        df.to_csv(evals[run], index=False)
+        rows = [{"iteration": k, "passes/sampling": 100, "passes/training": 10, "time/total": 1.0,
+                 f"probe/world_preference/prompts": [0.5 + 0.01 * k + shift] * 2} for k in range(4)]
+        logs[run] = tmp / f"{run.dir.replace('/', '_')}.jsonl"
+        logs[run].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = tmp / "base.csv"
+    pd.DataFrame({"prompt_index": range(8), "prompt": ["p"] * 8, "seed": range(8),
+                  **{m: 0.5 + prompt_effect for m in METRICS}}).to_csv(base, index=False)
+    return evals, base, logs
+
+
+@pytest.mark.parametrize("tau", [2.2, 2.0])
+def test_changing_the_main_tau_relabels_every_table(tmp_path, tau):
+    exp = _experiment(tau)
+    evals, base, logs = _write_runs(exp, tmp_path, {})
+    Tables(exp, evals, base, logs).write_all(tmp_path / "tables")
+    t4 = pd.read_csv(tmp_path / "tables" / "table4_tau.csv")
+    main = t4[t4.row.str.endswith("(main)")]
+    assert list(main.row) == [f"tau = {tau:.1f} (main)"] and float(main.x.iloc[0]) == tau
+    assert float(main.hps_paper.iloc[0]) == paper.TABLE4[tau]["hps"]  # the paper's row of the main's own tau
+    assert sorted(t4.x.astype(float)) == sorted([0, 2.0, 2.2, 2.6])
+    for stem in ("table2_merge", "table3_steps"):
+        assert (pd.read_csv(tmp_path / "tables" / f"{stem}.csv").row.str.endswith("(main)")).sum() == 1
+    assert exp.main_label() == f"E-GRPO (adaptive, tau = {tau:g}, first 4 steps)"
+
+
+def test_comparisons_pair_by_seed_and_prompt(tmp_path):
+    """A method 0.02 above the base on every prompt resolves its gain although the prompts spread the
+    scores by 0.05: the prompt effect cancels in the pairs."""
+    exp = _experiment(2.2)
+    evals, base, logs = _write_runs(exp, tmp_path, {("egrpo", "main"): 0.02, ("mixgrpo", "main"): 0.02})
+    tables = Tables(exp, evals, base, logs)
+    tables.write_all(tmp_path / "tables")
+    comp = pd.read_csv(tmp_path / "tables" / "comparisons.csv")
+    gain = comp[(comp.claim == "gain over the base model") & (comp.a == "E-GRPO")].iloc[0]
+    assert gain.verdict == "holds (resolved)" and 0 < gain.lo < gain.delta < gain.hi and abs(gain.delta - 0.0205) < 1e-3
+    tie = comp[(comp.claim == "paper's ordering") & (comp.a == "E-GRPO") & (comp.b == "MixGRPO")].iloc[0]
+    assert tie.verdict.startswith("not resolved")
+    md = (tmp_path / "tables" / "table1_hps.md").read_text()
+    assert "paper's ordering on hps, E-GRPO > MixGRPO > DanceGRPO > Base model: not resolved" in md
