@@ -48,6 +48,7 @@ class Trainer:
             torch.backends.cuda.enable_cudnn_sdp(cfg.model.cudnn_attention)
         self.plan = build_plan(cfg.method)
         self.prompts = load_prompts(cfg.train.prompts, key="train.prompts")
+        self._perms: dict[int, torch.Tensor] = {}  # epoch -> the prompt order of that epoch
         m = cfg.model
         self.backbone = backbone or FluxBackbone.from_pretrained(
             m.path, device=self.device, dtype=m.dtype, guidance=m.guidance, max_sequence_length=m.max_sequence_length,
@@ -93,8 +94,9 @@ class Trainer:
         out = []
         for slot in range(iteration * per_it + self.rank * share, iteration * per_it + (self.rank + 1) * share):
             epoch, pos = divmod(slot, n)
-            perm = torch.randperm(n, generator=generator(self.cfg.name, self.cfg.seed, "prompts", epoch))
-            out.append((slot, int(perm[pos])))
+            if epoch not in self._perms:
+                self._perms[epoch] = torch.randperm(n, generator=generator(self.cfg.name, self.cfg.seed, "prompts", epoch))
+            out.append((slot, int(self._perms[epoch][pos])))
         return out
 
     def embeds(self, pid: int):

@@ -39,11 +39,18 @@ def job_counts(output: str) -> dict[str, int]:
 
 def test_dry_run_default_config(tmp_path):
     counts = job_counts(smk(tmp_path, "-n", "--configfile", str(ROOT / "config/config.yaml")).stdout)
-    # 2 settings x 3 methods + 10 E-GRPO ablation variants, each job training both seeds (group_seeds)
+    # 2 settings x 3 methods + 4 E-GRPO ablation variants, each job training both seeds (group_seeds)
     # and evaluating its runs (eval.with_training); each from its own resolved run config
-    assert counts["train"] == 16 and counts["run_config"] == 16 and "evaluate_run" not in counts
+    assert counts["train"] == 10 and counts["run_config"] == 10 and "evaluate_run" not in counts
     assert counts["world_build"] == 1 and counts["world_pretrain"] == 1 and counts["evaluate_base"] == 1
     assert counts["tables"] == 1 and counts["figures"] == 1
+
+
+def test_dry_run_world_study(tmp_path):
+    """The study is an overlay of the default config: every ablation row, 4 seeds per job."""
+    out = smk(tmp_path, "-n", "-p", "--configfile", str(ROOT / "config/config.yaml"),
+              str(ROOT / "config/world_study.yaml")).stdout
+    assert job_counts(out)["train"] == 16 and "--seed 0 1 2 3" in out
 
 
 def test_dry_run_flux_config(tmp_path):
