@@ -14,6 +14,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from egrpo.config import deep_merge
+from egrpo.experiment import Experiment
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -50,7 +53,9 @@ def test_training_ran_as_on_the_cluster_and_changed_every_run(flux_dag):
     work, overlay, _ = flux_dag
     base = load_file(str(Path(overlay["inputs"]["model"]) / "transformer" / "diffusion_pytorch_model.safetensors"))
     runs = sorted((work / "results" / "runs").glob("*/*/*/seed0"))
-    assert len(runs) == 15  # 2 settings x 3 methods + 9 E-GRPO variants, one seed
+    config = deep_merge(yaml.safe_load((ROOT / "config" / "flux.yaml").read_text()), overlay)
+    # every run the file declares (2 settings x 3 methods + each E-GRPO ablation row), one seed, and no other
+    assert {str(r.relative_to(work)) for r in runs} == {r.dir for r in Experiment(config).runs}
     for run in runs:
         prov = json.loads((run / "provenance.json").read_text())
         assert prov["processes"] == 2  # torchrun --nproc-per-node 2
