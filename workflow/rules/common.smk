@@ -98,12 +98,6 @@ def canonical(obj):
     return json.dumps(obj, sort_keys=True, indent=1)
 
 
-def write_text(path, text):
-    """What the configuration rules write (in Snakemake's process: no interpreter start per file)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(f"{text}\n")
-
-
 def run_config_params(wildcards):
     """A train job's own resolved run config: editing one method or variant reruns only its jobs."""
     return canonical(EXP.run_config_dict(wildcards.setting, wildcards.method, wildcards.variant))

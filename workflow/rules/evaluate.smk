@@ -6,8 +6,10 @@ rule eval_config:
         "logs/configs/eval.log",
     params:
         content=canonical(EXP.eval_protocol()),
-    run:
-        write_text(output[0], params.content)
+    conda:
+        "../envs/egrpo.yaml"
+    shell:
+        "printf '%s\\n' {params.content:q} > {output} 2> {log}"
 
 
 if not EVAL_WITH_TRAINING:  # else the train job writes these outputs itself
@@ -72,8 +74,10 @@ rule qualitative_prompts:
         "logs/qualitative_prompts.log",
     params:
         content="\n".join(config.get("qualitative", {}).get("prompts", [])),
-    run:
-        write_text(output[0], params.content)
+    conda:
+        "../envs/egrpo.yaml"
+    shell:
+        "printf '%s\\n' {params.content:q} > {output} 2> {log}"
 
 
 rule qualitative_images:

@@ -6,8 +6,10 @@ rule run_config:
         "logs/configs/{setting}/{method}/{variant}.log",
     params:
         content=run_config_params,
-    run:
-        write_text(output[0], params.content)
+    conda:
+        "../envs/egrpo.yaml"
+    shell:
+        "printf '%s\\n' {params.content:q} > {output} 2> {log}"
 
 
 rule train:
