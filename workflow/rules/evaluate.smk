@@ -55,7 +55,7 @@ rule evaluate_base:
     benchmark:
         "logs/benchmarks/eval/base.tsv"
     threads: 1
-    priority: 2  # short: run it beside the training jobs, not after the last one
+    priority: 1  # short: run it beside the training jobs, not after the last one
     resources:
         gpu=GPUS["eval"],
     conda:
@@ -94,7 +94,7 @@ rule qualitative_images:
     benchmark:
         "logs/benchmarks/qualitative_images.tsv"
     threads: 1
-    priority: 2  # short: run it beside the training jobs, not after the last one
+    priority: 1  # short: run it beside the training jobs, not after the last one
     resources:
         gpu=GPUS["eval"],
     conda:
@@ -122,7 +122,7 @@ rule variance:
     benchmark:
         "logs/benchmarks/variance.tsv"
     threads: 1
-    priority: 2  # short: run it beside the training jobs, not after the last one
+    priority: 1  # short: run it beside the training jobs, not after the last one
     resources:
         gpu=GPUS["eval"],
     conda:

@@ -34,8 +34,6 @@ rule train:
     benchmark:
         f"logs/benchmarks/train/{TRAIN_JOB}.tsv"
     threads: 1
-    # main runs first: the qualitative images need only them and then render beside the ablation runs
-    priority: lambda wildcards: 1 if wildcards.variant == MAIN else 0
     resources:
         gpu=GPUS["train"],
     conda:
