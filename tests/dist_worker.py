@@ -6,6 +6,7 @@
 
 import json
 import sys
+from pathlib import Path
 
 import torch
 
@@ -31,6 +32,13 @@ def nan_on_rank_one(options, device):
 register("nan_on_rank_one", nan_on_rank_one)
 
 
+def report(out: str, rank: int, row: dict) -> None:
+    """Each rank's result in its own file: lines two ranks print to one pipe can interleave."""
+    path = Path(out) / f"worker_rank{rank}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"rank": rank, **row}))
+
+
 def main(mode: str, config: str, out: str) -> None:
     cfg = load_config(config)
     if mode == "nan":
@@ -40,7 +48,7 @@ def main(mode: str, config: str, out: str) -> None:
             result = "finished"
         except TrainingError as e:
             result = f"TrainingError: {e}"
-        print(json.dumps({"rank": trainer.rank, "result": result}), flush=True)
+        report(out, trainer.rank, {"result": result})
     elif mode == "sharded_grads":
         # egrpo's wrap and no_sync around several backward passes of one optimizer step, as the
         # trainer runs them: under FSDP2 every backward must reduce-scatter into sharded gradients
@@ -54,10 +62,10 @@ def main(mode: str, config: str, out: str) -> None:
                 trainer.backbone.velocity(x, torch.tensor(0.5), e, 32, 32, module=model).square().mean().backward()
             full += sum(fp._unsharded_param.grad is not None for g in groups if g is not None for fp in g.fsdp_params
                         if getattr(fp, "_unsharded_param", None) is not None)
-        print(json.dumps({"rank": trainer.rank, "full_grads": full,
-                          "sharded": all(type(p.grad).__name__ == "DTensor" for p in trainer.params),
-                          "local": sum(p.grad.to_local().numel() for p in trainer.params),
-                          "global": sum(p.numel() for p in trainer.params)}), flush=True)
+        report(out, trainer.rank, {"full_grads": full,
+                                   "sharded": all(type(p.grad).__name__ == "DTensor" for p in trainer.params),
+                                   "local": sum(p.grad.to_local().numel() for p in trainer.params),
+                                   "global": sum(p.numel() for p in trainer.params)})
     dist.destroy()
 
 
