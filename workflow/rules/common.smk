@@ -98,6 +98,11 @@ def canonical(obj):
     return json.dumps(obj, sort_keys=True, indent=1)
 
 
+# the configuration rules write their `content` param: a shell line, since Snakemake spawns each `run:`
+# job as a new Snakemake process that re-parses the workflow (~5 s a file on the path to pretraining)
+WRITE_CONTENT = "printf '%s\\n' {params.content:q} > {output} 2> {log}"
+
+
 def run_config_params(wildcards):
     """A train job's own resolved run config: editing one method or variant reruns only its jobs."""
     return canonical(EXP.run_config_dict(wildcards.setting, wildcards.method, wildcards.variant))

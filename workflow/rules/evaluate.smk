@@ -9,7 +9,7 @@ rule eval_config:
     conda:
         "../envs/egrpo.yaml"
     shell:
-        "printf '%s\\n' {params.content:q} > {output} 2> {log}"
+        WRITE_CONTENT
 
 
 if not EVAL_WITH_TRAINING:  # else the train job writes these outputs itself
@@ -77,7 +77,7 @@ rule qualitative_prompts:
     conda:
         "../envs/egrpo.yaml"
     shell:
-        "printf '%s\\n' {params.content:q} > {output} 2> {log}"
+        WRITE_CONTENT
 
 
 rule qualitative_images:

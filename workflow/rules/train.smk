@@ -9,7 +9,7 @@ rule run_config:
     conda:
         "../envs/egrpo.yaml"
     shell:
-        "printf '%s\\n' {params.content:q} > {output} 2> {log}"
+        WRITE_CONTENT
 
 
 rule train:
