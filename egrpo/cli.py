@@ -202,7 +202,7 @@ def _evaluate_backbone(backbone, protocol: dict, out: str, images: str | None) -
             import pandas as pd
 
             parts = [out.with_suffix(f".rank{r}.csv") for r in range(world)]
-            df = pd.concat(map(pd.read_csv, parts)).sort_values("prompt_index")
+            df = pd.concat(map(pd.read_csv, parts)).sort_values(["prompt_index", "sample"])
             df.to_csv(out, index=False)
             for p in parts:
                 p.unlink()

@@ -1,9 +1,11 @@
 """Evaluation: sample the test prompts with per-prompt seeds, score every metric, summarise.
 
-Seeds depend on (eval seed, prompt index) only, so the per-image results are identical whether one
-process or many generate them (shards take prompt indices rank::world). Two samplers: our ODE
-sampler on the training schedule (the embedded world), or diffusers' FluxPipeline with its own
-schedule (the paper's FLUX protocol: 1024x1024, 50 steps, guidance 3.5).
+Seeds depend on (eval seed, prompt index, sample index) only, so the per-image results are identical
+whether one process or many generate them (shards take prompt indices rank::world, each with all its
+samples). Several samples per prompt average out the sampling noise of a prompt's score, which
+otherwise counts as prompt-to-prompt variation in every paired comparison (egrpo.stats).
+Two samplers: our ODE sampler on the training schedule (the embedded world), or diffusers'
+FluxPipeline with its own schedule (the paper's FLUX protocol: 1024x1024, 50 steps, guidance 3.5).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .rewards import Reward, score
 from .sampler import initial_noise, make_transitions, sample
 from .schedule import shifted_sigmas
 from .seeding import derive_seed, generator
+from .stats import per_prompt
 
 
 SAMPLERS = ("ode", "flux_pipeline")
@@ -36,6 +39,7 @@ class EvalSpec:
     guidance: float = 3.5
     batch: int = 16
     seed: int = 42
+    samples: int = 1  # images per prompt (the paper's protocol: one)
 
     @classmethod
     def from_dict(cls, d: dict, key: str = "sampler") -> "EvalSpec":
@@ -50,24 +54,34 @@ class EvalSpec:
         spec = cls(**d)
         if spec.sampler not in SAMPLERS:
             raise ConfigError(f"{key}.sampler: one of {', '.join(SAMPLERS)}, got {spec.sampler!r}")
-        for name in ("num_steps", "height", "width", "batch"):
+        for name in ("num_steps", "height", "width", "batch", "samples"):
             if not isinstance(getattr(spec, name), int) or getattr(spec, name) < 1:
                 raise ConfigError(f"{key}.{name}: a positive integer, got {getattr(spec, name)!r}")
         return spec
 
 
-def image_seed(spec: EvalSpec, prompt_index: int) -> int:
-    return derive_seed("eval", spec.seed, prompt_index)
+def _seed_parts(spec: EvalSpec, prompt_index: int, sample: int) -> tuple:
+    # sample 0 keeps the one-sample protocol's seed: `samples: 1` reproduces earlier evaluations exactly
+    return ("eval", spec.seed, prompt_index) + ((sample,) if sample else ())
+
+
+def image_seed(spec: EvalSpec, prompt_index: int, sample: int = 0) -> int:
+    return derive_seed(*_seed_parts(spec, prompt_index, sample))
+
+
+def image_name(prompt_index: int, sample: int = 0) -> str:
+    return f"{prompt_index:05d}.png" if sample == 0 else f"{prompt_index:05d}.{sample}.png"
 
 
 @torch.no_grad()
-def generate(backbone: FluxBackbone, prompts: Sequence[str], indices: Sequence[int], spec: EvalSpec) -> torch.Tensor:
-    """Images [len(indices), 3, H, W] in [0, 1] for prompts[indices], one seeded image per prompt."""
+def generate(backbone: FluxBackbone, prompts: Sequence[str], indices: Sequence[int], spec: EvalSpec,
+             sample_index: int = 0) -> torch.Tensor:
+    """Images [len(indices), 3, H, W] in [0, 1] for prompts[indices]: the seeded sample_index-th image of each."""
     out = []
     for lo in range(0, len(indices), spec.batch):
         idx = list(indices[lo:lo + spec.batch])
         texts = [prompts[k] for k in idx]
-        gens = [generator("eval", spec.seed, k) for k in idx]
+        gens = [generator(*_seed_parts(spec, k, sample_index)) for k in idx]
         if spec.sampler == "ode":
             e = backbone.encode_prompts(texts)
             x = initial_noise(backbone, gens, spec.height, spec.width)
@@ -97,17 +111,20 @@ def score_images(images: torch.Tensor, prompts: Sequence[str], metrics: dict[str
 
 def evaluate(backbone: FluxBackbone, prompts: Sequence[str], metrics: dict[str, Reward], spec: EvalSpec,
              *, rank: int = 0, world: int = 1, image_dir: str | Path | None = None) -> pd.DataFrame:
-    """Per-image table (prompt_index, prompt, seed, one column per metric) for this shard."""
+    """Per-image table (prompt_index, sample, prompt, seed, one column per metric) for this shard:
+    spec.samples rows per prompt."""
     indices = list(range(rank, len(prompts), world))
-    images = generate(backbone, prompts, indices, spec)
     texts = [prompts[k] for k in indices]
-    scores = score_images(images, texts, metrics)
-    if image_dir is not None:
-        save_images(images, [f"{k:05d}.png" for k in indices], image_dir)
-    df = pd.DataFrame({"prompt_index": indices, "prompt": texts, "seed": [image_seed(spec, k) for k in indices]})
-    for name, vals in scores.items():
-        df[name] = vals
-    return df
+    frames = []
+    for j in range(spec.samples):
+        images = generate(backbone, prompts, indices, spec, sample_index=j)
+        scores = score_images(images, texts, metrics)
+        if image_dir is not None:
+            save_images(images, [image_name(k, j) for k in indices], image_dir)
+        df = pd.DataFrame({"prompt_index": indices, "sample": j, "prompt": texts,
+                           "seed": [image_seed(spec, k, j) for k in indices]})
+        frames.append(df.assign(**scores))
+    return pd.concat(frames).sort_values(["prompt_index", "sample"], kind="stable").reset_index(drop=True)
 
 
 def save_images(images: torch.Tensor, names: Sequence[str], folder: str | Path) -> None:
@@ -127,11 +144,12 @@ def bootstrap_ci(values: np.ndarray, *, n_boot: int = 2000, alpha: float = 0.05,
 
 
 def summarise(df: pd.DataFrame, metrics: Sequence[str], weights: str = "base") -> pd.DataFrame:
-    """mean, std and bootstrap 95% CI over prompts per metric, and which weights were scored (the
-    trained weights' sha256 prefix, or `base`)."""
+    """mean, std and bootstrap 95% CI over prompts (each the mean of its samples) per metric, and which
+    weights were scored (the trained weights' sha256 prefix, or `base`)."""
     rows = []
+    prompts = per_prompt(df, metrics) if "prompt_index" in df else df
     for m in metrics:
-        v = df[m].to_numpy(dtype=np.float64)
+        v = prompts[m].to_numpy(dtype=np.float64)
         lo, hi = bootstrap_ci(v)
         rows.append({"metric": m, "mean": v.mean(), "std": v.std(ddof=1) if len(v) > 1 else 0.0,
                      "ci_low": lo, "ci_high": hi, "n": len(v), "weights": weights})

@@ -16,29 +16,29 @@ import pandas as pd
 from . import paper
 from .experiment import AXES, MAIN, Experiment, Run
 from .methods import display_name
-from .stats import Comparison, chain_verdict, compare, crossed_interval, seed_interval
+from .stats import Comparison, chain_verdict, compare, crossed_interval, per_prompt, seed_interval
 
 BUDGET_WINDOW = 2  # iterations of probe rewards averaged at a compute budget
 
 
 # ---- data -------------------------------------------------------------------------------------
 def load_scores(csvs: dict[Run, Path], metrics: Sequence[str]) -> dict[tuple, dict[str, np.ndarray]]:
-    """(setting, method, variant) -> metric -> scores [seeds, prompts] (seeds in increasing order)."""
+    """(setting, method, variant) -> metric -> scores [seeds, prompts] (seeds in increasing order; each
+    prompt's score the mean over its evaluation samples)."""
     by_config: dict[tuple, dict[int, pd.DataFrame]] = {}
     for run, path in csvs.items():
-        df = pd.read_csv(path).sort_values("prompt_index")
-        by_config.setdefault((run.setting, run.method, run.variant), {})[run.seed] = df
+        by_config.setdefault((run.setting, run.method, run.variant), {})[run.seed] = per_prompt(pd.read_csv(path), metrics)
     out = {}
     for key, seeds in by_config.items():
         frames = [seeds[s] for s in sorted(seeds)]
-        if any(not f.prompt_index.equals(frames[0].prompt_index) for f in frames):
+        if any(not f.index.equals(frames[0].index) for f in frames):
             raise ValueError(f"runs of {key} were evaluated on different prompts: not paired")
         out[key] = {m: np.stack([f[m].to_numpy(np.float64) for f in frames]) for m in metrics}
     return out
 
 
 def load_base(path: Path, metrics: Sequence[str]) -> dict[str, np.ndarray]:
-    df = pd.read_csv(path).sort_values("prompt_index")
+    df = per_prompt(pd.read_csv(path), metrics)
     return {m: df[m].to_numpy(np.float64)[None] for m in metrics}
 
 

@@ -22,9 +22,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def per_prompt(df: "pd.DataFrame", metrics: Sequence[str]) -> "pd.DataFrame":
+    """Each prompt's mean score over its samples, indexed by prompt_index (the unit every statistic
+    resamples: a prompt's samples share its prompt and are not independent evidence)."""
+    if "sample" not in df:  # a one-sample table written before samples were counted
+        return df.set_index("prompt_index")[list(metrics)].sort_index()
+    counts = df.groupby("prompt_index")["sample"].nunique()
+    if counts.nunique() != 1:
+        raise ValueError(f"prompts have different numbers of samples ({sorted(set(counts))}): not comparable")
+    return df.groupby("prompt_index")[list(metrics)].mean().sort_index()
 
 
 def _t_interval(mean: float, var: float, df: float, alpha: float) -> tuple[float, float, float]:

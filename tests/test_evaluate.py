@@ -1,8 +1,11 @@
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from egrpo.errors import ConfigError
 from egrpo.evaluate import EvalSpec, bootstrap_ci, evaluate, summarise
 from egrpo.rewards import build_reward
 
@@ -20,6 +23,27 @@ def test_sharded_evaluation_equals_one_process(backbone, sampler, tmp_path):
     pd.testing.assert_frame_equal(one, shards, check_exact=False, atol=1e-5, rtol=1e-5)
     assert list(one.prompt_index) == list(range(5)) and one.seed.nunique() == 5
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == [f"{k:05d}.png" for k in range(5)]
+
+
+def test_several_samples_per_prompt(backbone, tmp_path):
+    """samples: K gives K seeded images per prompt; sample 0 is the one-sample protocol's image, the
+    others have seeds of their own; 2 shards equal 1 process; the summary averages per prompt."""
+    spec = EvalSpec(num_steps=3, height=64, width=64, batch=4, seed=7)
+    metrics = {"bright": build_reward("brightness")}
+    one = evaluate(backbone, PROMPTS, metrics, spec)
+    three = evaluate(backbone, PROMPTS, metrics, replace(spec, samples=3), image_dir=tmp_path)
+    assert list(three.prompt_index) == [k for k in range(5) for _ in range(3)] and three.seed.nunique() == 15
+    first = three[three["sample"] == 0].reset_index(drop=True)
+    pd.testing.assert_frame_equal(first, one, check_exact=False, atol=1e-5, rtol=1e-5)
+    assert not np.allclose(three.bright[three["sample"] == 1], one.bright)  # other seeds, other images
+    shards = pd.concat([evaluate(backbone, PROMPTS, metrics, replace(spec, samples=3), rank=r, world=2) for r in range(2)])
+    shards = shards.sort_values(["prompt_index", "sample"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(three, shards, check_exact=False, atol=1e-5, rtol=1e-5)
+    assert len(list(tmp_path.iterdir())) == 15 and (tmp_path / "00004.2.png").exists()
+    row = summarise(three, ["bright"]).iloc[0]
+    assert row["n"] == 5 and np.isclose(row["mean"], three.bright.mean())
+    with pytest.raises(ConfigError, match="samples"):
+        EvalSpec.from_dict({"samples": 0})
 
 
 def test_summary_has_bootstrap_ci():
@@ -42,7 +66,7 @@ def test_evaluate_cli_writes_per_image_csv(tiny_flux_dir, tmp_path):
                         "--out", str(tmp_path / "e.csv")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     df = pd.read_csv(tmp_path / "e.csv")
-    assert list(df.columns) == ["prompt_index", "prompt", "seed", "hps"] and len(df) == 5
+    assert list(df.columns) == ["prompt_index", "sample", "prompt", "seed", "hps"] and len(df) == 5
     assert torch.isfinite(torch.tensor(df.hps.values)).all()
     summary = pd.read_csv(tmp_path / "e.summary.csv")
     assert list(summary.metric) == ["hps"] and summary.ci_low[0] <= summary["mean"][0] <= summary.ci_high[0]

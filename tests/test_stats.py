@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from egrpo.stats import Comparison, chain_verdict, compare, crossed_interval, seed_interval
+from egrpo.stats import Comparison, chain_verdict, compare, crossed_interval, per_prompt, seed_interval
 
 
 def crossed(rng, mu, n_s=6, n_p=72, seed_sd=0.004, prompt_sd=0.01, noise_sd=0.01):
@@ -81,3 +81,32 @@ def test_seed_interval_pairs_seeds_only():
     assert one[1] < one[0] < one[2]
     with pytest.raises(ValueError):
         seed_interval(a, b[:3])
+
+
+def test_samples_per_prompt_are_averaged_and_shrink_the_interval():
+    """A prompt's K evaluation samples are one unit (their mean); with sampling noise larger than the
+    prompts' true spread, K = 8 samples narrow the interval of a gain about as sqrt(K) predicts, and
+    still cover the true gain."""
+    import pandas as pd
+
+    rng = np.random.default_rng(5)
+    n_s, n_p, gain = 4, 72, 0.01
+    prompt = rng.normal(0, 0.01, n_p)
+
+    def scores(k, shift):  # [seeds, prompts] per-prompt means of k noisy samples, through per_prompt
+        rows = []
+        for s in range(n_s):
+            df = pd.DataFrame({"prompt_index": np.repeat(np.arange(n_p), k), "sample": np.tile(np.arange(k), n_p)})
+            df["hps"] = shift + np.repeat(prompt, k) + rng.normal(0, 0.08, n_p * k)
+            rows.append(per_prompt(df.sample(frac=1, random_state=s), ["hps"])["hps"].to_numpy())
+        return np.stack(rows)
+
+    width = {}
+    for k in (1, 8):
+        cs = [compare("A", "base", scores(k, gain), scores(k, 0.0)) for _ in range(40)]
+        width[k] = np.mean([c.hi - c.lo for c in cs])
+        assert np.mean([c.lo <= gain <= c.hi for c in cs]) >= 0.9
+    assert 0.3 < width[8] / width[1] < 0.5, width  # sqrt(1/8) = 0.35 of the noise, plus the prompts' spread
+    uneven = pd.DataFrame({"prompt_index": [0, 0, 1], "sample": [0, 1, 0], "hps": [1.0, 2.0, 3.0]})
+    with pytest.raises(ValueError, match="different numbers of samples"):
+        per_prompt(uneven, ["hps"])
