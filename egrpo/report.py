@@ -111,7 +111,8 @@ class Tables:
 
     def record(self, table: str, claim: str, metric: str, c: Comparison, kind: str) -> str:
         self.comparisons.append({"table": table, "claim": claim, "metric": metric, "kind": kind, "a": c.a, "b": c.b,
-                                 "delta": c.delta, "lo": c.lo, "hi": c.hi, "verdict": c.verdict})
+                                 "delta": c.delta, "lo": c.lo, "hi": c.hi, "verdict": c.verdict,
+                                 "seeds_to_resolve": c.seeds_to_resolve})
         return _claim(c, metric)
 
     def row(self, label: str, values: dict[str, np.ndarray], reference: dict | None) -> dict:
@@ -198,10 +199,15 @@ class Tables:
         seeds = ("one training seed: intervals cover test prompts only" if self.one_seed else
                  f"{len(self.exp.seeds)} training seeds x {self.base[self.metrics[0]].shape[1]} test prompts")
         return [f"mean ± half-width of the 95% interval over training seeds and test prompts ({seeds}; "
-                "two-way random-effects t-interval, docs/statistics.md); base model: one deterministic sample per prompt",
+                f"two-way random-effects t-interval, docs/statistics.md); {self.samples_note()}",
                 "Δ [lo, hi] of a claim A > B: paired by seed and prompt; resolved when the interval excludes 0",
                 "scales: " + ", ".join(f"{m} = {scales.get(m, 'raw')}" for m in self.metrics),
                 "passes: transformer passes per run (sampling rows + trained rows); wall_s: training time"]
+
+    def samples_note(self) -> str:
+        k = self.exp.config["eval"]["sampler"].get("samples", 1)
+        return ("one sample per prompt" if k == 1 else f"{k} samples per prompt, averaged") + \
+            " (the base model's too: it has no training seed)"
 
     def write(self, table: pd.DataFrame, notes: list[str], stem: Path, title: str) -> None:
         stem.parent.mkdir(parents=True, exist_ok=True)

@@ -68,6 +68,42 @@ def crossed_interval(d: np.ndarray, *, alpha: float = 0.05) -> tuple[float, floa
     return mean, mean - half, mean + half
 
 
+def mean_squares(d: np.ndarray) -> tuple[float, float, float]:
+    """Two-way ANOVA mean squares (seeds, prompts, residual) of paired differences d [seeds, prompts]."""
+    d = np.asarray(d, dtype=np.float64)
+    n_s, n_p = d.shape
+    rest = d - d.mean(0) - d.mean(1)[:, None] + d.mean()
+    return (n_p * d.mean(1).var(ddof=1), n_s * d.mean(0).var(ddof=1),
+            float((rest**2).sum()) / ((n_s - 1) * (n_p - 1)))
+
+
+def projected_half_width(d: np.ndarray, seeds: int, *, alpha: float = 0.05) -> float:
+    """The half-width crossed_interval is expected to give with `seeds` training seeds on the same
+    prompts, from d's variance components (method of moments, negative components set to 0): the
+    budget a claim needs, chosen from the variance rather than from the outcome."""
+    from scipy import stats
+
+    n_s, n_p = np.shape(d)
+    if n_s < 2 or seeds < 2:
+        raise ValueError("the seed variance needs at least two seeds, measured and projected")
+    ms_s, ms_p, ms_e = mean_squares(d)
+    var_seed, var_prompt = max(ms_s - ms_e, 0.0) / n_p, max(ms_p - ms_e, 0.0) / n_s
+    q = 1 - alpha / 2
+    part = (stats.t.ppf(q, seeds - 1) ** 2 * (ms_e + n_p * var_seed)
+            + stats.t.ppf(q, n_p - 1) ** 2 * (ms_e + seeds * var_prompt))
+    return math.sqrt(part / (seeds * n_p))
+
+
+def seeds_to_resolve(d: np.ndarray, *, limit: int = 1024, alpha: float = 0.05) -> int | None:
+    """The fewest training seeds whose projected interval would exclude 0 if the mean difference
+    stayed at its estimate (None: one seed measured, a zero estimate, or more than `limit`)."""
+    d = np.asarray(d, dtype=np.float64)
+    if d.shape[0] < 2 or d.mean() == 0:
+        return None
+    target = abs(float(d.mean()))
+    return next((s for s in range(2, limit + 1) if projected_half_width(d, s, alpha=alpha) < target), None)
+
+
 def seed_interval(units_a: Sequence[np.ndarray], units_b: Sequence[np.ndarray], *, alpha: float = 0.05
                   ) -> tuple[float, float, float]:
     """(mean, lo, hi) of the mean over seeds of mean(units_a[s]) - mean(units_b[s]): paired by seed
@@ -96,6 +132,7 @@ class Comparison:
     delta: float
     lo: float
     hi: float
+    seeds_to_resolve: int | None = None  # projected from the variance components (paired claims only)
 
     @property
     def resolved(self) -> bool:
@@ -132,7 +169,8 @@ def compare(a: str, b: str, scores_a: np.ndarray, scores_b: np.ndarray, **kw) ->
         scores_b = np.broadcast_to(scores_b, scores_a.shape)
     if scores_a.shape != scores_b.shape:
         raise ValueError(f"{a} and {b} are not paired: shapes {scores_a.shape} and {scores_b.shape}")
-    return Comparison(a, b, *crossed_interval(scores_a - scores_b, **kw))
+    d = scores_a - scores_b
+    return Comparison(a, b, *crossed_interval(d, **kw), seeds_to_resolve=seeds_to_resolve(d, **kw))
 
 
 def chain_verdict(comparisons: Sequence[Comparison]) -> str:

@@ -71,6 +71,7 @@ def test_comparisons_pair_by_seed_and_prompt(tmp_path):
     comp = pd.read_csv(tmp_path / "tables" / "comparisons.csv")
     gain = comp[(comp.claim == "gain over the base model") & (comp.a == "E-GRPO")].iloc[0]
     assert gain.verdict == "holds (resolved)" and 0 < gain.lo < gain.delta < gain.hi and abs(gain.delta - 0.0205) < 1e-3
+    assert gain.seeds_to_resolve == 2  # resolved already; the projection agrees
     tie = comp[(comp.claim == "paper's ordering") & (comp.a == "E-GRPO") & (comp.b == "MixGRPO")].iloc[0]
     assert tie.verdict.startswith("not resolved")
     md = (tmp_path / "tables" / "table1_hps.md").read_text()

@@ -1,5 +1,5 @@
-"""Evidence that the embedded world means something: base-model attribute accuracy (exact parser),
-split by seen / held-out captions, a grid of base samples, and per setting a table of every
+"""Evidence that the embedded world means something: base-model attribute accuracy (exact parser,
+averaged over the evaluation samples), split by seen / held-out captions, a grid of base samples, and per setting a table of every
 method's test scores as mean +- std over training seeds next to the base model.
 
     python -m egrpo.world.evidence [RESULTS_DIR] [--grid docs/world_base_grid.png]
@@ -18,9 +18,22 @@ from .scorers import correct_attributes
 from .shapes import TEST_CAPTIONS
 
 
-def load_images(folder: Path, n: int) -> torch.Tensor:
-    arrs = [np.asarray(Image.open(folder / f"{k:05d}.png").convert("RGB")) for k in range(n)]
+def load_images(folder: Path, n: int, sample: int = 0) -> torch.Tensor:
+    from ..evaluate import image_name
+
+    arrs = [np.asarray(Image.open(folder / image_name(k, sample)).convert("RGB")) for k in range(n)]
     return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float() / 255
+
+
+def folder_accuracy(folder: Path, prompts: list[str]) -> dict:
+    """accuracy() averaged over every evaluation sample the folder holds (sample 0, 1, ...)."""
+    from ..evaluate import image_name
+
+    samples = 1
+    while (folder / image_name(0, samples)).exists():
+        samples += 1
+    accs = [accuracy(load_images(folder, len(prompts), j), prompts) for j in range(samples)]
+    return {k: float(np.mean([a[k] for a in accs])) for k in accs[0]}
 
 
 def accuracy(images: torch.Tensor, prompts: list[str]) -> dict:
@@ -39,7 +52,7 @@ def seed_table(res: Path, setting: str, prompts: list[str]) -> str:
 
     base = pd.read_csv(res / "eval/base.summary.csv").set_index("metric")["mean"]
     metrics = list(base.index)
-    acc = lambda folder: accuracy(load_images(folder, len(prompts)), prompts)["all"]  # noqa: E731
+    acc = lambda folder: folder_accuracy(folder, prompts)["all"]  # noqa: E731
     lines = ["| | seeds | " + " | ".join(metrics) + " | all attributes correct |",
              "|---" * (len(metrics) + 3) + "|",
              "| base model | - | " + " | ".join(f"{base[m]:.4f}" for m in metrics)
@@ -67,7 +80,7 @@ def main():
     for run in sorted((res / "eval/hps").glob("*/main/seed0_images")):
         rows[run.parts[-3]] = run
     for label, folder in rows.items():
-        acc = accuracy(load_images(folder, len(prompts)), prompts)
+        acc = folder_accuracy(folder, prompts)
         print(label, " ".join(f"{k} {v:.3f}" for k, v in acc.items()))
     for setting in sorted(p.name for p in (res / "eval").iterdir() if p.is_dir() and not p.name.endswith("_images")):
         print(f"\n{setting}:\n" + seed_table(res, setting, prompts))
