@@ -230,7 +230,8 @@ class Tables:
                 table, notes = self.ablation(axis)
                 self.write(table, notes, out_dir / axis.stem, axis.title)
                 written.append(out_dir / f"{axis.stem}.md")
-        pd.DataFrame(self.comparisons).to_csv(out_dir / "comparisons.csv", index=False)
+        comparisons = pd.DataFrame(self.comparisons).astype({"seeds_to_resolve": "Int64"})  # blank, not NaN, if none
+        comparisons.to_csv(out_dir / "comparisons.csv", index=False)
         return written
 
 

@@ -52,3 +52,23 @@ def test_tiny_pretraining_yields_a_loadable_flux_model(tmp_path):
     assert cfg.scaling_factor != 1.0 and cfg.shift_factor != 0.0  # latent statistics written
     e = bb.encode_prompts([TRAIN_CAPTIONS[0].text])
     assert bb.velocity(torch.randn(1, 16, 32), 0.5, e, 32, 32).shape == (1, 16, 32)
+
+
+def test_evidence_accuracy_averages_every_evaluation_sample(tmp_path):
+    """The evidence script's accuracy counts all K images of a prompt: sample 0 drawn right and
+    sample 1 drawn as another caption average to the mean of the two."""
+    import numpy as np
+
+    from egrpo.evaluate import image_name, save_images
+    from egrpo.world.evidence import accuracy, folder_accuracy
+    from egrpo.world.shapes import render
+
+    prompts = [c.text for c in TEST_CAPTIONS]
+    rng = np.random.default_rng(0)
+    draw = lambda caps: torch.from_numpy(np.stack([render(c, 32, rng) for c in caps]))  # noqa: E731
+    right, wrong = draw(TEST_CAPTIONS), draw([TEST_CAPTIONS[(k + 7) % 72] for k in range(72)])
+    save_images(right, [image_name(k, 0) for k in range(72)], tmp_path)
+    save_images(wrong, [image_name(k, 1) for k in range(72)], tmp_path)
+    both = folder_accuracy(tmp_path, prompts)
+    assert accuracy(right, prompts)["all"] == 1.0 and accuracy(wrong, prompts)["all"] == 0.0
+    assert both["all"] == 0.5

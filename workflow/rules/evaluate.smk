@@ -55,7 +55,6 @@ rule evaluate_base:
     benchmark:
         "logs/benchmarks/eval/base.tsv"
     threads: 1
-    priority: 1  # short: run it beside the training jobs, not after the last one
     resources:
         gpu=GPUS["eval"],
     conda:
@@ -94,7 +93,6 @@ rule qualitative_images:
     benchmark:
         "logs/benchmarks/qualitative_images.tsv"
     threads: 1
-    priority: 1  # short: run it beside the training jobs, not after the last one
     resources:
         gpu=GPUS["eval"],
     conda:
@@ -122,7 +120,6 @@ rule variance:
     benchmark:
         "logs/benchmarks/variance.tsv"
     threads: 1
-    priority: 1  # short: run it beside the training jobs, not after the last one
     resources:
         gpu=GPUS["eval"],
     conda:
