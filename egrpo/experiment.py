@@ -18,6 +18,9 @@ from .config import Config, deep_merge, resolve
 from .errors import ConfigError
 
 RUN_DIR = "results/runs/{setting}/{method}/{variant}/seed{seed}"
+RUN_LOG = f"{RUN_DIR}/final/log.jsonl"
+EVAL_CSV = "results/eval/{setting}/{method}/{variant}/seed{seed}.csv"
+BASE_EVAL_CSV = "results/eval/base.csv"
 MAIN = "main"
 
 

@@ -94,6 +94,7 @@ class Tables:
         self.base = load_base(base_csv, self.metrics)
         self.logs = logs
         self.comparisons: list[dict] = []
+        self.claims: list[tuple[str, str, Comparison]] = []  # (table, kind, comparison), as recorded
         self.one_seed = len(exp.seeds) == 1
 
     def key_metric(self, setting: str) -> str:
@@ -110,6 +111,7 @@ class Tables:
                 if (r.setting, r.method, r.variant) == (setting, method, variant)]
 
     def record(self, table: str, claim: str, metric: str, c: Comparison, kind: str) -> str:
+        self.claims.append((table, kind, c))
         self.comparisons.append({"table": table, "claim": claim, "metric": metric, "kind": kind, "a": c.a, "b": c.b,
                                  "delta": c.delta, "lo": c.lo, "hi": c.hi, "verdict": c.verdict,
                                  "seeds_to_resolve": c.seeds_to_resolve})
@@ -219,17 +221,18 @@ class Tables:
         stem.with_suffix(".md").write_text("\n".join(md) + "\n")
         stem.with_suffix(".tex").write_text(disp.to_latex(index=False, escape=True, caption=title))
 
+    def build_all(self) -> list[tuple[str, str, pd.DataFrame, list[str]]]:
+        """(file stem, title, table, notes) of every table; records every claim on the way."""
+        built = [(f"table1_{s}", f"Table 1 ({s}): main results", *self.table1(s)) for s in self.exp.settings]
+        if "egrpo" in self.exp.methods:
+            built += [(axis.stem, axis.title, *self.ablation(axis)) for axis in AXES]
+        return built
+
     def write_all(self, out_dir: Path) -> list[Path]:
         written = []
-        for s in self.exp.settings:
-            table, notes = self.table1(s)
-            self.write(table, notes, out_dir / f"table1_{s}", f"Table 1 ({s}): main results")
-            written.append(out_dir / f"table1_{s}.md")
-        if "egrpo" in self.exp.methods:
-            for axis in AXES:
-                table, notes = self.ablation(axis)
-                self.write(table, notes, out_dir / axis.stem, axis.title)
-                written.append(out_dir / f"{axis.stem}.md")
+        for stem, title, table, notes in self.build_all():
+            self.write(table, notes, out_dir / stem, title)
+            written.append(out_dir / f"{stem}.md")
         comparisons = pd.DataFrame(self.comparisons).astype({"seeds_to_resolve": "Int64"})  # blank, not NaN, if none
         comparisons.to_csv(out_dir / "comparisons.csv", index=False)
         return written

@@ -21,7 +21,7 @@ interval does establish.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -94,14 +94,18 @@ def projected_half_width(d: np.ndarray, seeds: int, *, alpha: float = 0.05) -> f
     return math.sqrt(part / (seeds * n_p))
 
 
-def seeds_to_resolve(d: np.ndarray, *, limit: int = 1024, alpha: float = 0.05) -> int | None:
+def seeds_for(d: np.ndarray, half_width: float, *, limit: int = 1024, alpha: float = 0.05) -> int | None:
+    """The fewest training seeds whose projected half-width is below `half_width` (None: one seed
+    measured, a target <= 0, or more than `limit` seeds)."""
+    if np.shape(d)[0] < 2 or half_width <= 0:
+        return None
+    return next((s for s in range(2, limit + 1) if projected_half_width(d, s, alpha=alpha) < half_width), None)
+
+
+def seeds_to_resolve(d: np.ndarray, **kw) -> int | None:
     """The fewest training seeds whose projected interval would exclude 0 if the mean difference
     stayed at its estimate (None: one seed measured, a zero estimate, or more than `limit`)."""
-    d = np.asarray(d, dtype=np.float64)
-    if d.shape[0] < 2 or d.mean() == 0:
-        return None
-    target = abs(float(d.mean()))
-    return next((s for s in range(2, limit + 1) if projected_half_width(d, s, alpha=alpha) < target), None)
+    return seeds_for(d, abs(float(np.mean(d))), **kw)
 
 
 def seed_interval(units_a: Sequence[np.ndarray], units_b: Sequence[np.ndarray], *, alpha: float = 0.05
@@ -133,6 +137,7 @@ class Comparison:
     lo: float
     hi: float
     seeds_to_resolve: int | None = None  # projected from the variance components (paired claims only)
+    differences: np.ndarray | None = field(default=None, repr=False, compare=False)  # d [seeds, prompts]
 
     @property
     def resolved(self) -> bool:
@@ -170,7 +175,7 @@ def compare(a: str, b: str, scores_a: np.ndarray, scores_b: np.ndarray, **kw) ->
     if scores_a.shape != scores_b.shape:
         raise ValueError(f"{a} and {b} are not paired: shapes {scores_a.shape} and {scores_b.shape}")
     d = scores_a - scores_b
-    return Comparison(a, b, *crossed_interval(d, **kw), seeds_to_resolve=seeds_to_resolve(d, **kw))
+    return Comparison(a, b, *crossed_interval(d, **kw), seeds_to_resolve=seeds_to_resolve(d, **kw), differences=d)
 
 
 def chain_verdict(comparisons: Sequence[Comparison]) -> str:

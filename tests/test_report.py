@@ -76,3 +76,21 @@ def test_comparisons_pair_by_seed_and_prompt(tmp_path):
     assert tie.verdict.startswith("not resolved")
     md = (tmp_path / "tables" / "table1_hps.md").read_text()
     assert "paper's ordering on hps, E-GRPO > MixGRPO > DanceGRPO > Base model: not resolved" in md
+
+
+def test_power_table_projects_seeds_from_the_measured_variance(tmp_path):
+    """egrpo.power lists every paired claim of the tables with the seeds its bar needs: a large,
+    clean gain meets a 5x bar with the seeds at hand, and a null difference is bounded."""
+    from egrpo.power import power_table
+
+    exp = _experiment(2.2)
+    evals, base, logs = _write_runs(exp, tmp_path, {("egrpo", "main"): 0.02, ("mixgrpo", "main"): 0.02,
+                                                    ("dancegrpo", "main"): 0.02})
+    text = power_table(Tables(exp, evals, base, logs))
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| table1_hps | ")]
+    gains = [r for r in rows if "> Base model" in r[1]]
+    assert len(gains) == 3 and all(r[5].startswith("gain ≥ 5 x") and int(r[6].rstrip(" |")) <= 4 for r in gains)
+    assert all(float(r[4]) < float(r[3]) for r in rows)  # more seeds leave only the prompts' part
+    tie = next(r for r in rows if r[1] == "E-GRPO > MixGRPO")
+    assert tie[5].startswith("resolved, or |Δ| < ") and int(tie[6].rstrip(" |")) <= 4
+    assert "mean gain over the base: 0.02" in text

@@ -8,7 +8,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 try:
     from egrpo.errors import ConfigError
-    from egrpo.experiment import MAIN, RUN_DIR, Experiment
+    from egrpo.experiment import BASE_EVAL_CSV, EVAL_CSV, MAIN, RUN_DIR, RUN_LOG, Experiment
 except ImportError as e:
     raise ImportError(
         f"the egrpo package is not importable here ({e}): install it into the environment that runs "
@@ -40,8 +40,6 @@ wildcard_constraints:
 RUN_CONFIG = "results/configs/{setting}/{method}/{variant}.json"
 RUN_META = f"{RUN_DIR}/final/meta.json"
 RUN_WEIGHTS = f"{RUN_DIR}/final/trainable.safetensors"
-RUN_LOG = f"{RUN_DIR}/final/log.jsonl"
-EVAL_CSV = "results/eval/{setting}/{method}/{variant}/seed{seed}.csv"
 EVAL_SUMMARY = "results/eval/{setting}/{method}/{variant}/seed{seed}.summary.csv"
 EVAL_IMAGES = "results/eval/{setting}/{method}/{variant}/seed{seed}_images"
 EVAL_PROTOCOL = "results/configs/eval.json"

@@ -47,7 +47,7 @@ rule evaluate_base:
         prompts=prompt_input("test"),
         rewards=reward_inputs(),
     output:
-        csv="results/eval/base.csv",
+        csv=BASE_EVAL_CSV,
         summary="results/eval/base.summary.csv",
         images=directory("results/eval/base_images"),
     log:
@@ -55,6 +55,7 @@ rule evaluate_base:
     benchmark:
         "logs/benchmarks/eval/base.tsv"
     threads: 1
+    priority: 1  # short: run it beside the training jobs, not after the last one
     resources:
         gpu=GPUS["eval"],
     conda:
@@ -93,6 +94,7 @@ rule qualitative_images:
     benchmark:
         "logs/benchmarks/qualitative_images.tsv"
     threads: 1
+    priority: 1  # short: run it beside the training jobs, not after the last one
     resources:
         gpu=GPUS["eval"],
     conda:
@@ -120,6 +122,7 @@ rule variance:
     benchmark:
         "logs/benchmarks/variance.tsv"
     threads: 1
+    priority: 1  # short: run it beside the training jobs, not after the last one
     resources:
         gpu=GPUS["eval"],
     conda:

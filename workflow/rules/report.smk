@@ -3,7 +3,7 @@ rule tables:
     input:
         evals=expand_runs(EVAL_CSV),
         logs=expand_runs(RUN_LOG),
-        base="results/eval/base.csv",
+        base=BASE_EVAL_CSV,
     output:
         tables=[report(f"results/tables/{t}.md", caption=f"../report/{caption(t)}.rst", category="Tables")
                 for t in TABLES],

@@ -34,9 +34,6 @@ rule train:
     benchmark:
         f"logs/benchmarks/train/{TRAIN_JOB}.tsv"
     threads: 1
-    # longest first: the short base-model jobs (evaluate_base, variance, qualitative images) then fill
-    # the cores while the last runs finish, instead of running first and leaving one run alone at the end
-    priority: 1
     resources:
         gpu=GPUS["train"],
     conda:

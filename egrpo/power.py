@@ -1,0 +1,76 @@
+"""How many training seeds an experiment needs, projected from the variance it measured.
+
+For every paired claim of the tables (egrpo.report), from its differences d [seeds, prompts] and
+egrpo.stats.projected_half_width: the seeds at which a gain over the base model would be `ratio`
+times its interval's half-width, and the seeds at which a difference between two runs would be
+resolved or bounded below `fraction` of the mean gain. The budget follows from the variance, not
+from which method wins.
+
+    python -m egrpo.power --configfile config/config.yaml config/world_study.yaml [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .config import deep_merge
+from .experiment import BASE_EVAL_CSV, EVAL_CSV, RUN_LOG, Experiment
+from .report import Tables
+from .stats import projected_half_width, seeds_for
+
+LIMIT = 1024
+
+
+def _seeds(n: int | None) -> str:
+    return f"> {LIMIT}" if n is None else str(n)
+
+
+def power_table(tables: Tables, *, ratio: float = 5.0, fraction: float = 0.25) -> str:
+    """Markdown: each paired claim with Δ, its half-width now and the seeds its bar needs."""
+    tables.build_all()
+    paired = [(table, kind, c) for table, kind, c in tables.claims if c.differences is not None]
+    gains = [c for _, kind, c in paired if kind == "gain"]
+    bound = fraction * float(np.mean([c.delta for c in gains]))
+    lines = [f"| table | claim | Δ | half-width ({len(tables.exp.seeds)} seeds) | with {LIMIT} seeds | bar | seeds for the bar |",
+             "|---|---|---|---|---|---|---|"]
+    for table, kind, c in paired:
+        half = (c.hi - c.lo) / 2
+        if kind == "gain":
+            bar, need = f"gain ≥ {ratio:g} x half-width", seeds_for(c.differences, abs(c.delta) / ratio, limit=LIMIT)
+        else:  # resolved (half-width < |Δ|) or bounded (|Δ| + half-width < bound), whichever comes first
+            options = [seeds_for(c.differences, abs(c.delta), limit=LIMIT),
+                       seeds_for(c.differences, bound - abs(c.delta), limit=LIMIT)]
+            need = min((n for n in options if n is not None), default=None)
+            bar = f"resolved, or |Δ| < {bound:.4f}"
+        floor = projected_half_width(c.differences, LIMIT)  # what more seeds cannot remove: the prompts' part
+        lines.append(f"| {table} | {c.a} > {c.b} | {c.delta:+.4f} | {half:.4f} | {floor:.4f} | {bar} | {_seeds(need)} |")
+    return "\n".join(lines) + f"\n\nmean gain over the base: {bound / fraction:.4f}\n"
+
+
+def load_tables(configfiles: list[str], workdir: Path) -> Tables:
+    config: dict = {}
+    for f in configfiles:
+        config = deep_merge(config, yaml.safe_load(Path(f).read_text()))
+    exp = Experiment(config)
+    fmt = lambda pattern, r: workdir / pattern.format(setting=r.setting, method=r.method,  # noqa: E731
+                                                       variant=r.variant, seed=r.seed)
+    return Tables(exp, {r: fmt(EVAL_CSV, r) for r in exp.runs}, workdir / BASE_EVAL_CSV,
+                  {r: fmt(RUN_LOG, r) for r in exp.runs})
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configfile", nargs="+", required=True, help="the configs the run used, in order")
+    p.add_argument("--workdir", default=".", help="where its results/ are")
+    p.add_argument("--ratio", type=float, default=5.0, help="a gain's bar: this many half-widths")
+    p.add_argument("--fraction", type=float, default=0.25, help="a difference's bound: this fraction of the mean gain")
+    args = p.parse_args()
+    print(power_table(load_tables(args.configfile, Path(args.workdir)), ratio=args.ratio, fraction=args.fraction))
+
+
+if __name__ == "__main__":
+    main()
