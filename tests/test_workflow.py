@@ -38,10 +38,14 @@ def job_counts(output: str) -> dict[str, int]:
 
 
 def test_dry_run_default_config(tmp_path):
+    from egrpo.experiment import Experiment
+
     counts = job_counts(smk(tmp_path, "-n", "--configfile", str(ROOT / "config/config.yaml")).stdout)
-    # 2 settings x 3 methods + 4 E-GRPO ablation variants, each job training both seeds (group_seeds)
-    # and evaluating its runs (eval.with_training); each from its own resolved run config
-    assert counts["train"] == 10 and counts["run_config"] == 10 and "evaluate_run" not in counts
+    # one job per (setting, method, variant) the config declares (2 settings x 3 methods + the E-GRPO
+    # ablation rows), each training every seed (group_seeds) and evaluating its runs (eval.with_training);
+    # each from its own resolved run config
+    n = len(Experiment(yaml.safe_load((ROOT / "config/config.yaml").read_text())).configurations)
+    assert n >= 6 + 3 and counts["train"] == n and counts["run_config"] == n and "evaluate_run" not in counts
     assert counts["world_build"] == 1 and counts["world_pretrain"] == 1 and counts["evaluate_base"] == 1
     assert counts["tables"] == 1 and counts["figures"] == 1
 
