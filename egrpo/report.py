@@ -37,9 +37,11 @@ def load_scores(csvs: dict[Run, Path], metrics: Sequence[str]) -> dict[tuple, di
     return out
 
 
-def load_base(path: Path, metrics: Sequence[str]) -> dict[str, np.ndarray]:
-    df = per_prompt(pd.read_csv(path), metrics)
-    return {m: df[m].to_numpy(np.float64)[None] for m in metrics}
+def load_base(path: Path, metrics: Sequence[str]) -> tuple[dict[str, np.ndarray], int]:
+    """The base model's scores [1, prompts] per metric, and how many images each prompt's score averages."""
+    raw = pd.read_csv(path)
+    df = per_prompt(raw, metrics)
+    return {m: df[m].to_numpy(np.float64)[None] for m in metrics}, len(raw) // len(df)
 
 
 def read_log(path: Path) -> list[dict]:
@@ -91,7 +93,7 @@ class Tables:
         self.exp = exp
         self.metrics = list(exp.config["metrics"])
         self.scores = load_scores(eval_csvs, self.metrics)
-        self.base = load_base(base_csv, self.metrics)
+        self.base, self.samples = load_base(base_csv, self.metrics)
         self.logs = logs
         self.comparisons: list[dict] = []
         self.claims: list[tuple[str, str, Comparison]] = []  # (table, kind, comparison), as recorded
@@ -207,8 +209,7 @@ class Tables:
                 "passes: transformer passes per run (sampling rows + trained rows); wall_s: training time"]
 
     def samples_note(self) -> str:
-        k = self.exp.config["eval"]["sampler"].get("samples", 1)
-        return ("one sample per prompt" if k == 1 else f"{k} samples per prompt, averaged") + \
+        return ("one sample per prompt" if self.samples == 1 else f"{self.samples} samples per prompt, averaged") + \
             " (the base model's too: it has no training seed)"
 
     def write(self, table: pd.DataFrame, notes: list[str], stem: Path, title: str) -> None:

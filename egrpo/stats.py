@@ -77,29 +77,50 @@ def mean_squares(d: np.ndarray) -> tuple[float, float, float]:
             float((rest**2).sum()) / ((n_s - 1) * (n_p - 1)))
 
 
-def projected_half_width(d: np.ndarray, seeds: int, *, alpha: float = 0.05) -> float:
-    """The half-width crossed_interval is expected to give with `seeds` training seeds on the same
-    prompts, from d's variance components (method of moments, negative components set to 0): the
-    budget a claim needs, chosen from the variance rather than from the outcome."""
-    from scipy import stats
-
+def _components(d: np.ndarray) -> tuple[int, float, float, float]:
+    """(prompts, residual mean square, seed variance, prompt variance) of d [seeds, prompts]: method
+    of moments, negative components set to 0."""
     n_s, n_p = np.shape(d)
-    if n_s < 2 or seeds < 2:
+    if n_s < 2:
         raise ValueError("the seed variance needs at least two seeds, measured and projected")
     ms_s, ms_p, ms_e = mean_squares(d)
-    var_seed, var_prompt = max(ms_s - ms_e, 0.0) / n_p, max(ms_p - ms_e, 0.0) / n_s
+    return n_p, ms_e, max(ms_s - ms_e, 0.0) / n_p, max(ms_p - ms_e, 0.0) / n_s
+
+
+def _projected(components: tuple[int, float, float, float], seeds: int, alpha: float) -> float:
+    from scipy import stats
+
+    n_p, ms_e, var_seed, var_prompt = components
+    if seeds < 2:
+        raise ValueError("the seed variance needs at least two seeds, measured and projected")
     q = 1 - alpha / 2
     part = (stats.t.ppf(q, seeds - 1) ** 2 * (ms_e + n_p * var_seed)
             + stats.t.ppf(q, n_p - 1) ** 2 * (ms_e + seeds * var_prompt))
     return math.sqrt(part / (seeds * n_p))
 
 
+def projected_half_width(d: np.ndarray, seeds: int, *, alpha: float = 0.05) -> float:
+    """The half-width crossed_interval is expected to give with `seeds` training seeds on the same
+    prompts, from d's variance components: the budget a claim needs, chosen from the variance rather
+    than from the outcome."""
+    return _projected(_components(d), seeds, alpha)
+
+
 def seeds_for(d: np.ndarray, half_width: float, *, limit: int = 1024, alpha: float = 0.05) -> int | None:
     """The fewest training seeds whose projected half-width is below `half_width` (None: one seed
-    measured, a target <= 0, or more than `limit` seeds)."""
+    measured, a target <= 0, or more than `limit` seeds). The projection falls with every added seed,
+    so a bisection finds it."""
     if np.shape(d)[0] < 2 or half_width <= 0:
         return None
-    return next((s for s in range(2, limit + 1) if projected_half_width(d, s, alpha=alpha) < half_width), None)
+    comp = _components(d)
+    below = lambda seeds: _projected(comp, seeds, alpha) < half_width  # noqa: E731
+    if not below(limit):
+        return None
+    lo, hi = 1, limit  # below(hi) holds; below(lo) does not (1 seed: no interval)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if below(mid) else (mid, hi)
+    return hi
 
 
 def seeds_to_resolve(d: np.ndarray, **kw) -> int | None:
@@ -136,8 +157,12 @@ class Comparison:
     delta: float
     lo: float
     hi: float
-    seeds_to_resolve: int | None = None  # projected from the variance components (paired claims only)
     differences: np.ndarray | None = field(default=None, repr=False, compare=False)  # d [seeds, prompts]
+
+    @property
+    def seeds_to_resolve(self) -> int | None:
+        """Projected from the differences' variance components (paired claims only)."""
+        return None if self.differences is None else seeds_to_resolve(self.differences)
 
     @property
     def resolved(self) -> bool:
@@ -175,7 +200,7 @@ def compare(a: str, b: str, scores_a: np.ndarray, scores_b: np.ndarray, **kw) ->
     if scores_a.shape != scores_b.shape:
         raise ValueError(f"{a} and {b} are not paired: shapes {scores_a.shape} and {scores_b.shape}")
     d = scores_a - scores_b
-    return Comparison(a, b, *crossed_interval(d, **kw), seeds_to_resolve=seeds_to_resolve(d, **kw), differences=d)
+    return Comparison(a, b, *crossed_interval(d, **kw), differences=d)
 
 
 def chain_verdict(comparisons: Sequence[Comparison]) -> str:

@@ -1,6 +1,7 @@
 """Evidence that the embedded world means something: base-model attribute accuracy (exact parser,
-averaged over the evaluation samples), split by seen / held-out captions, a grid of base samples, and per setting a table of every
-method's test scores as mean +- std over training seeds next to the base model.
+averaged over the evaluation samples), split by seen / held-out captions, a grid of base samples,
+and per setting a table of every method's test scores as mean +- std over training seeds next to
+the base model.
 
     python -m egrpo.world.evidence [RESULTS_DIR] [--grid docs/world_base_grid.png]
 """
