@@ -6,13 +6,17 @@ times its interval's half-width, and the seeds at which a difference between two
 resolved or bounded below `fraction` of the mean gain. The budget follows from the variance, not
 from which method wins.
 
-    python -m egrpo.power --configfile config/config.yaml config/world_study.yaml [--workdir DIR]
+    python -m egrpo.power --configfile config/config.yaml config/world_study.yaml [--workdir DIR] [--prompts N ...]
+
+With --prompts, also on larger test sets drawn like the measured one (the per-seed and per-prompt
+variance components carry over): whether a richer prompt set would meet a bar that seeds alone cannot.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import yaml
@@ -29,25 +33,32 @@ def _seeds(n: int | None) -> str:
     return f"> {LIMIT}" if n is None else str(n)
 
 
-def power_table(tables: Tables, *, ratio: float = 5.0, fraction: float = 0.25) -> str:
-    """Markdown: each paired claim with Δ, its half-width now and the seeds its bar needs."""
+def power_table(tables: Tables, *, ratio: float = 5.0, fraction: float = 0.25,
+                prompts: Sequence[int] = ()) -> str:
+    """Markdown: each paired claim with Δ, its half-width now and the seeds its bar needs, on the
+    measured test prompts and on each count in `prompts` (a larger test set drawn like this one)."""
     tables.build_all()
     paired = [(table, kind, c) for table, kind, c in tables.claims if c.differences is not None]
     gains = [c for _, kind, c in paired if kind == "gain"]
     bound = fraction * float(np.mean([c.delta for c in gains]))
-    lines = [f"| table | claim | Δ | half-width ({len(tables.exp.seeds)} seeds) | with {LIMIT} seeds | bar | seeds for the bar |",
-             "|---|---|---|---|---|---|---|"]
+    counts = [None, *prompts]  # None: the measured test set
+    n_p = paired[0][2].differences.shape[1]
+    lines = [f"| table | claim | Δ | half-width ({len(tables.exp.seeds)} seeds) | with {LIMIT} seeds | bar | "
+             + " | ".join(f"seeds for the bar ({n or n_p} prompts)" for n in counts) + " |",
+             "|---|---|---|---|---|---|" + "---|" * len(counts)]
     for table, kind, c in paired:
         half = (c.hi - c.lo) / 2
         if kind == "gain":
-            bar, need = f"gain ≥ {ratio:g} x half-width", seeds_for(c.differences, abs(c.delta) / ratio, limit=LIMIT)
+            bar, targets = f"gain ≥ {ratio:g} x half-width", [abs(c.delta) / ratio]
         else:  # resolved (half-width < |Δ|) or bounded (|Δ| + half-width < bound), whichever comes first
-            options = [seeds_for(c.differences, abs(c.delta), limit=LIMIT),
-                       seeds_for(c.differences, bound - abs(c.delta), limit=LIMIT)]
-            need = min((n for n in options if n is not None), default=None)
-            bar = f"resolved, or |Δ| < {bound:.4f}"
+            bar, targets = f"resolved, or |Δ| < {bound:.4f}", [abs(c.delta), bound - abs(c.delta)]
+        needs = []
+        for n in counts:
+            options = [seeds_for(c.differences, t, prompts=n, limit=LIMIT) for t in targets]
+            needs.append(_seeds(min((k for k in options if k is not None), default=None)))
         floor = projected_half_width(c.differences, LIMIT)  # what more seeds cannot remove: the prompts' part
-        lines.append(f"| {table} | {c.a} > {c.b} | {c.delta:+.4f} | {half:.4f} | {floor:.4f} | {bar} | {_seeds(need)} |")
+        lines.append(f"| {table} | {c.a} > {c.b} | {c.delta:+.4f} | {half:.4f} | {floor:.4f} | {bar} | "
+                     + " | ".join(needs) + " |")
     return "\n".join(lines) + f"\n\nmean gain over the base: {bound / fraction:.4f}\n"
 
 
@@ -68,8 +79,11 @@ def main() -> None:
     p.add_argument("--workdir", default=".", help="where its results/ are")
     p.add_argument("--ratio", type=float, default=5.0, help="a gain's bar: this many half-widths")
     p.add_argument("--fraction", type=float, default=0.25, help="a difference's bound: this fraction of the mean gain")
+    p.add_argument("--prompts", type=int, nargs="*", default=[],
+                   help="also project onto these test-set sizes (a larger test set drawn like the measured one)")
     args = p.parse_args()
-    print(power_table(load_tables(args.configfile, Path(args.workdir)), ratio=args.ratio, fraction=args.fraction))
+    print(power_table(load_tables(args.configfile, Path(args.workdir)), ratio=args.ratio, fraction=args.fraction,
+                      prompts=args.prompts))
 
 
 if __name__ == "__main__":

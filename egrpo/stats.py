@@ -87,33 +87,36 @@ def _components(d: np.ndarray) -> tuple[int, float, float, float]:
     return n_p, ms_e, max(ms_s - ms_e, 0.0) / n_p, max(ms_p - ms_e, 0.0) / n_s
 
 
-def _projected(components: tuple[int, float, float, float], seeds: int, alpha: float) -> float:
+def _projected(components: tuple[int, float, float, float], seeds: int, alpha: float,
+               prompts: int | None = None) -> float:
     from scipy import stats
 
     n_p, ms_e, var_seed, var_prompt = components
-    if seeds < 2:
-        raise ValueError("the seed variance needs at least two seeds, measured and projected")
+    n_p = prompts or n_p  # the components are per seed and per prompt: they carry over to another count
+    if seeds < 2 or n_p < 2:
+        raise ValueError("the seed variance needs at least two seeds, measured and projected, and two prompts")
     q = 1 - alpha / 2
     part = (stats.t.ppf(q, seeds - 1) ** 2 * (ms_e + n_p * var_seed)
             + stats.t.ppf(q, n_p - 1) ** 2 * (ms_e + seeds * var_prompt))
     return math.sqrt(part / (seeds * n_p))
 
 
-def projected_half_width(d: np.ndarray, seeds: int, *, alpha: float = 0.05) -> float:
-    """The half-width crossed_interval is expected to give with `seeds` training seeds on the same
-    prompts, from d's variance components: the budget a claim needs, chosen from the variance rather
-    than from the outcome."""
-    return _projected(_components(d), seeds, alpha)
+def projected_half_width(d: np.ndarray, seeds: int, *, prompts: int | None = None, alpha: float = 0.05) -> float:
+    """The half-width crossed_interval is expected to give with `seeds` training seeds and `prompts` test
+    prompts (default: d's own) drawn like d's, from d's variance components: the budget a claim needs,
+    chosen from the variance rather than from the outcome."""
+    return _projected(_components(d), seeds, alpha, prompts)
 
 
-def seeds_for(d: np.ndarray, half_width: float, *, limit: int = 1024, alpha: float = 0.05) -> int | None:
-    """The fewest training seeds whose projected half-width is below `half_width` (None: one seed
-    measured, a target <= 0, or more than `limit` seeds). The projection falls with every added seed,
-    so a bisection finds it."""
+def seeds_for(d: np.ndarray, half_width: float, *, prompts: int | None = None, limit: int = 1024,
+              alpha: float = 0.05) -> int | None:
+    """The fewest training seeds whose projected half-width (on `prompts` test prompts, default d's) is
+    below `half_width` (None: one seed measured, a target <= 0, or more than `limit` seeds). The
+    projection falls with every added seed, so a bisection finds it."""
     if np.shape(d)[0] < 2 or half_width <= 0:
         return None
     comp = _components(d)
-    below = lambda seeds: _projected(comp, seeds, alpha) < half_width  # noqa: E731
+    below = lambda seeds: _projected(comp, seeds, alpha, prompts) < half_width  # noqa: E731
     if not below(limit):
         return None
     lo, hi = 1, limit  # below(hi) holds; below(lo) does not (1 seed: no interval)

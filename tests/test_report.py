@@ -94,3 +94,7 @@ def test_power_table_projects_seeds_from_the_measured_variance(tmp_path):
     tie = next(r for r in rows if r[1] == "E-GRPO > MixGRPO")
     assert tie[5].startswith("resolved, or |Δ| < ") and int(tie[6].rstrip(" |")) <= 4
     assert "mean gain over the base: 0.02" in text
+    wide = power_table(Tables(exp, evals, base, logs), prompts=[288])  # a 4x larger test set: never more seeds
+    assert "| seeds for the bar (288 prompts) |" in wide
+    rows = [line.rstrip(" |").split(" | ") for line in wide.splitlines() if line.startswith("| table1_hps | ")]
+    assert len(rows) == 5 and all(int(r[7]) <= int(r[6]) for r in rows), rows

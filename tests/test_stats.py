@@ -113,18 +113,26 @@ def test_samples_per_prompt_are_averaged_and_shrink_the_interval():
         per_prompt(uneven, ["hps"])
 
 
-def test_projected_half_width_predicts_the_interval_at_more_seeds():
-    """From 4 seeds, the projected half-width at 16 seeds matches the mean half-width of intervals
-    actually computed at 16 seeds (same variance components), within sampling error; at 4 seeds it
-    reproduces the measured interval's expectation."""
+@pytest.mark.parametrize("seeds,prompts", [(4, None), (16, None), (4, 288), (16, 288)])
+def test_projected_half_width_predicts_the_interval_at_more_seeds_and_prompts(seeds, prompts):
+    """From 4 seeds on 72 prompts, the projected half-width at more seeds or prompts matches the mean
+    half-width of intervals actually computed there (same variance components), within sampling
+    error; at 4 seeds and 72 prompts it reproduces the measured interval's expectation."""
     rng = np.random.default_rng(11)
     kw = dict(seed_sd=0.006, prompt_sd=0.03, noise_sd=0.05)
-    for target in (4, 16):
-        projected = np.mean([projected_half_width(crossed(rng, 0.02, n_s=4, **kw), target) for _ in range(200)])
-        actual = np.mean([np.diff(crossed_interval(crossed(rng, 0.02, n_s=target, **kw))[1:])[0] / 2 for _ in range(200)])
-        assert abs(projected / actual - 1) < 0.1, (target, projected, actual)
+    projected = np.mean([projected_half_width(crossed(rng, 0.02, n_s=4, **kw), seeds, prompts=prompts)
+                         for _ in range(200)])
+    actual = np.mean([np.diff(crossed_interval(crossed(rng, 0.02, n_s=seeds, n_p=prompts or 72, **kw))[1:])[0] / 2
+                      for _ in range(200)])
+    assert abs(projected / actual - 1) < 0.1, (projected, actual)
+
+
+def test_projection_needs_two_seeds_and_two_prompts():
+    rng = np.random.default_rng(13)
     with pytest.raises(ValueError, match="two seeds"):
         projected_half_width(crossed(rng, 0.0, n_s=1), 8)
+    with pytest.raises(ValueError, match="two prompts"):
+        projected_half_width(crossed(rng, 0.0, n_s=4), 8, prompts=1)
 
 
 def test_seeds_to_resolve():
