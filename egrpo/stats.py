@@ -93,8 +93,10 @@ def _projected(components: tuple[int, float, float, float], seeds: int, alpha: f
 
     n_p, ms_e, var_seed, var_prompt = components
     n_p = prompts or n_p  # the components are per seed and per prompt: they carry over to another count
-    if seeds < 2 or n_p < 2:
-        raise ValueError("the seed variance needs at least two seeds, measured and projected, and two prompts")
+    if seeds < 2:
+        raise ValueError("the seed variance needs at least two seeds, measured and projected")
+    if n_p < 2:
+        raise ValueError(f"a projection needs at least two test prompts, got {n_p}")
     q = 1 - alpha / 2
     part = (stats.t.ppf(q, seeds - 1) ** 2 * (ms_e + n_p * var_seed)
             + stats.t.ppf(q, n_p - 1) ** 2 * (ms_e + seeds * var_prompt))

@@ -131,7 +131,7 @@ def test_projection_needs_two_seeds_and_two_prompts():
     rng = np.random.default_rng(13)
     with pytest.raises(ValueError, match="two seeds"):
         projected_half_width(crossed(rng, 0.0, n_s=1), 8)
-    with pytest.raises(ValueError, match="two prompts"):
+    with pytest.raises(ValueError, match="two test prompts"):
         projected_half_width(crossed(rng, 0.0, n_s=4), 8, prompts=1)
 
 
