@@ -25,6 +25,7 @@ from .config import deep_merge
 from .experiment import BASE_EVAL_CSV, EVAL_CSV, RUN_LOG, Experiment
 from .report import Tables
 from .stats import projected_half_width, seeds_for
+from .verdicts import TARGET, same_verdict, seeds_to_replicate
 
 LIMIT = 1024
 
@@ -36,16 +37,19 @@ def _seeds(n: int | None) -> str:
 def power_table(tables: Tables, *, ratio: float = 5.0, fraction: float = 0.25,
                 prompts: Sequence[int] = ()) -> str:
     """Markdown: each paired claim with Δ, its half-width now and the seeds its bar needs, on the
-    measured test prompts and on each count in `prompts` (a larger test set drawn like this one)."""
+    measured test prompts and on each count in `prompts` (a larger test set drawn like this one); then
+    the chance that a rerun reaches its verdict (decided with its table's claims, egrpo.verdicts) and
+    the seeds at which that chance would be 90%, on the measured test prompts."""
     tables.build_all()
-    paired = [(table, kind, c) for table, kind, c in tables.claims if c.differences is not None]
+    paired = [(c.table, c.kind, c.comparison) for c in tables.claims if c.comparison.differences is not None]
     gains = [c for _, kind, c in paired if kind == "gain"]
     bound = fraction * float(np.mean([c.delta for c in gains]))
     counts = [None, *prompts]  # None: the measured test set
     n_p = paired[0][2].differences.shape[1]
     lines = [f"| table | claim | Δ | half-width ({len(tables.exp.seeds)} seeds) | with {LIMIT} seeds | bar | "
-             + " | ".join(f"seeds for the bar ({n or n_p} prompts)" for n in counts) + " |",
-             "|---|---|---|---|---|---|" + "---|" * len(counts)]
+             + " | ".join(f"seeds for the bar ({n or n_p} prompts)" for n in counts)
+             + f" | verdict | P(same verdict on a rerun) | seeds for {TARGET:.0%} |",
+             "|---|---|---|---|---|---|" + "---|" * len(counts) + "---|---|---|"]
     for table, kind, c in paired:
         half = (c.hi - c.lo) / 2
         if kind == "gain":
@@ -58,7 +62,7 @@ def power_table(tables: Tables, *, ratio: float = 5.0, fraction: float = 0.25,
             needs.append(_seeds(min((k for k in options if k is not None), default=None)))
         floor = projected_half_width(c.differences, LIMIT)  # what more seeds cannot remove: the prompts' part
         lines.append(f"| {table} | {c.a} > {c.b} | {c.delta:+.4f} | {half:.4f} | {floor:.4f} | {bar} | "
-                     + " | ".join(needs) + " |")
+                     + " | ".join(needs) + f" | {c.verdict} | {same_verdict(c):.2f} | {_seeds(seeds_to_replicate(c))} |")
     return "\n".join(lines) + f"\n\nmean gain over the base: {bound / fraction:.4f}\n"
 
 

@@ -16,7 +16,8 @@ import pandas as pd
 from . import paper
 from .experiment import AXES, MAIN, Experiment, Run
 from .methods import display_name
-from .stats import Comparison, chain_verdict, compare, crossed_interval, per_prompt, seed_interval
+from .stats import Comparison, chain_verdict, compare, compare_seeds, crossed_interval, per_prompt
+from .verdicts import Claim, decide, frame
 
 BUDGET_WINDOW = 2  # iterations of probe rewards averaged at a compute budget
 
@@ -81,8 +82,18 @@ def _fmt(mean: float, half: float) -> str:
     return f"{mean:.4f}" if half == 0 else f"{mean:.4f} ± {half:.4f}"
 
 
-def _claim(c: Comparison, metric: str) -> str:
-    return f"{c.a} > {c.b} on {metric}: Δ {c.cell()}: {c.verdict}"
+@dataclass
+class Ordering:
+    """The paper's ordering A > B > ... > base on a metric, from its adjacent claims (printed once decided)."""
+
+    metric: str
+    label: str
+    claims: list[Claim]
+
+    def __str__(self) -> str:
+        if not all(c.decided for c in self.claims):
+            raise RuntimeError("an ordering is printed once its table's claims are decided together")
+        return f"paper's ordering on {self.metric}, {self.label}: {chain_verdict([c.comparison for c in self.claims])}"
 
 
 # ---- tables -----------------------------------------------------------------------------------
@@ -95,8 +106,7 @@ class Tables:
         self.scores = load_scores(eval_csvs, self.metrics)
         self.base, self.samples = load_base(base_csv, self.metrics)
         self.logs = logs
-        self.comparisons: list[dict] = []
-        self.claims: list[tuple[str, str, Comparison]] = []  # (table, kind, comparison), as recorded
+        self.claims: list[Claim] = []  # as recorded; each table's decided together (build_all)
         self.one_seed = len(exp.seeds) == 1
 
     def key_metric(self, setting: str) -> str:
@@ -112,12 +122,10 @@ class Tables:
         return [Compute.from_log(self.logs[r], reward) for r in self.exp.runs
                 if (r.setting, r.method, r.variant) == (setting, method, variant)]
 
-    def record(self, table: str, claim: str, metric: str, c: Comparison, kind: str) -> str:
-        self.claims.append((table, kind, c))
-        self.comparisons.append({"table": table, "claim": claim, "metric": metric, "kind": kind, "a": c.a, "b": c.b,
-                                 "delta": c.delta, "lo": c.lo, "hi": c.hi, "verdict": c.verdict,
-                                 "seeds_to_resolve": c.seeds_to_resolve})
-        return _claim(c, metric)
+    def record(self, table: str, claim: str, metric: str, c: Comparison, kind: str) -> Claim:
+        """Record a claim of `table` (its family); the returned note prints once the family is decided."""
+        self.claims.append(Claim(table, claim, metric, kind, c))
+        return self.claims[-1]
 
     def row(self, label: str, values: dict[str, np.ndarray], reference: dict | None) -> dict:
         rec = {"row": label, "seeds": next(iter(values.values())).shape[0]}
@@ -127,7 +135,7 @@ class Tables:
                 rec[f"{m}_paper"], rec[f"{m}_diff"] = reference[m], rec[m] - reference[m]
         return rec
 
-    def table1(self, setting: str) -> tuple[pd.DataFrame, list[str]]:
+    def table1(self, setting: str) -> tuple[pd.DataFrame, list]:
         exp, key = self.exp, self.key_metric(setting)
         ref = paper.TABLE1.get(setting) if exp.config.get("compare_paper") else None
         rows = [self.row(display_name("base"), self.base, (ref or {}).get("base"))]
@@ -141,23 +149,23 @@ class Tables:
             rec["passes"] = float(np.mean([c.passes for c in computes[m]]))
             rec["wall_s"] = float(np.mean([c.wall_s for c in computes[m]]))
             rows.append(rec)
-        notes = [self.record(f"table1_{setting}", "gain over the base model", key, gains[m], "gain") for m in exp.methods]
+        gain_claims = {m: self.record(f"table1_{setting}", "gain over the base model", key, gains[m], "gain")
+                       for m in exp.methods}
+        notes: list[str | Claim | Ordering] = list(gain_claims.values())
         # the paper's ordering (by its HPS column), adjacent pairs on our key metric, paired by seed and prompt
         claimed = paper.TABLE1.get(setting, paper.TABLE1["hps"])
         order = sorted(exp.methods, key=lambda m: -claimed.get(m, {}).get("hps", -1.0))
-        chain = []
+        pairs = []
         for a, b in zip(order, order[1:]):
             c = compare(display_name(a), display_name(b), self.scores[(setting, a, MAIN)][key],
                         self.scores[(setting, b, MAIN)][key])
-            notes.append(self.record(f"table1_{setting}", "paper's ordering", key, c, "pairwise"))
-            chain.append(c)
-        chain.append(gains[order[-1]])
-        claim = " > ".join([display_name(m) for m in order] + [display_name("base")])
-        notes.append(f"paper's ordering on {key}, {claim}: {chain_verdict(chain)}")
+            pairs.append(self.record(f"table1_{setting}", "paper's ordering", key, c, "pairwise"))
+        label = " > ".join([display_name(m) for m in order] + [display_name("base")])
+        notes += [*pairs, Ordering(key, label, [*pairs, gain_claims[order[-1]]])]
         notes += self.compute_matched(setting, order, computes, rows)
         return pd.DataFrame(rows), notes
 
-    def compute_matched(self, setting: str, order: list[str], computes: dict, rows: list[dict]) -> list[str]:
+    def compute_matched(self, setting: str, order: list[str], computes: dict, rows: list[dict]) -> list:
         """Training reward (the policy's ODE probe on the training prompts) at the transformer passes of
         the cheapest method's whole run: seed-paired intervals (the methods saw different prompts there)."""
         if not all(c.probes and c.probes[0] for cs in computes.values() for c in cs):
@@ -172,11 +180,11 @@ class Tables:
                  f"{budget:,.0f} transformer passes (the cheapest method's whole run), the last "
                  f"{BUDGET_WINDOW} iterations before it"]
         for a, b in zip(order, order[1:]):
-            c = Comparison(display_name(a), display_name(b), *seed_interval(at[a], at[b]))
+            c = compare_seeds(display_name(a), display_name(b), at[a], at[b])
             notes.append(self.record(f"table1_{setting}", "equal compute", f"training {reward}", c, "compute"))
         return notes
 
-    def ablation(self, axis) -> tuple[pd.DataFrame, list[str]]:
+    def ablation(self, axis) -> tuple[pd.DataFrame, list]:
         exp, s = self.exp, self.exp.ablation_setting
         key = self.key_metric(s)
         ref_table = paper.ABLATIONS[axis.key] if exp.config.get("compare_paper") else {}
@@ -204,7 +212,9 @@ class Tables:
                  f"{len(self.exp.seeds)} training seeds x {self.base[self.metrics[0]].shape[1]} test prompts")
         return [f"mean ± half-width of the 95% interval over training seeds and test prompts ({seeds}; "
                 f"two-way random-effects t-interval, docs/statistics.md); {self.samples_note()}",
-                "Δ [lo, hi] of a claim A > B: paired by seed and prompt; resolved when the interval excludes 0",
+                "Δ [lo, hi] of a claim A > B: its 95% interval, paired by seed and prompt; beside it the interval adjusted "
+                "for the claims of its table (Holm), on which the verdict is decided, so that the chance of any false "
+                "'resolved' in a table stays under 5% (docs/statistics.md)",
                 "scales: " + ", ".join(f"{m} = {scales.get(m, 'raw')}" for m in self.metrics),
                 "passes: transformer passes per run (sampling rows + trained rows); wall_s: training time"]
 
@@ -212,7 +222,7 @@ class Tables:
         return ("one sample per prompt" if self.samples == 1 else f"{self.samples} samples per prompt, averaged") + \
             " (the base model's too: it has no training seed)"
 
-    def write(self, table: pd.DataFrame, notes: list[str], stem: Path, title: str) -> None:
+    def write(self, table: pd.DataFrame, notes: list, stem: Path, title: str) -> None:
         stem.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(stem.with_suffix(".csv"), index=False)
         disp = render(table, self.metrics, bool(self.exp.config.get("compare_paper")))
@@ -223,10 +233,13 @@ class Tables:
         stem.with_suffix(".tex").write_text(disp.to_latex(index=False, escape=True, caption=title))
 
     def build_all(self) -> list[tuple[str, str, pd.DataFrame, list[str]]]:
-        """(file stem, title, table, notes) of every table; records every claim on the way."""
+        """(file stem, title, table, notes) of every table; records every claim on the way and decides
+        each table's claims together."""
+        self.claims = []
         built = [(f"table1_{s}", f"Table 1 ({s}): main results", *self.table1(s)) for s in self.exp.settings]
         if "egrpo" in self.exp.methods:
             built += [(axis.stem, axis.title, *self.ablation(axis)) for axis in AXES]
+        decide(self.claims)
         return built
 
     def write_all(self, out_dir: Path) -> list[Path]:
@@ -234,8 +247,7 @@ class Tables:
         for stem, title, table, notes in self.build_all():
             self.write(table, notes, out_dir / stem, title)
             written.append(out_dir / f"{stem}.md")
-        comparisons = pd.DataFrame(self.comparisons).astype({"seeds_to_resolve": "Int64"})  # blank, not NaN, if none
-        comparisons.to_csv(out_dir / "comparisons.csv", index=False)
+        frame(self.claims).to_csv(out_dir / "comparisons.csv", index=False)
         return written
 
 

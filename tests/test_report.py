@@ -70,12 +70,15 @@ def test_comparisons_pair_by_seed_and_prompt(tmp_path):
     tables.write_all(tmp_path / "tables")
     comp = pd.read_csv(tmp_path / "tables" / "comparisons.csv")
     gain = comp[(comp.claim == "gain over the base model") & (comp.a == "E-GRPO")].iloc[0]
-    assert gain.verdict == "holds (resolved)" and 0 < gain.lo < gain.delta < gain.hi and abs(gain.delta - 0.0205) < 1e-3
-    assert gain.seeds_to_resolve == 2  # resolved already; the projection agrees
+    assert gain.verdict_95 == "holds (resolved)" and 0 < gain.lo < gain.delta < gain.hi and abs(gain.delta - 0.0205) < 1e-3
+    assert gain.seeds_to_resolve == 2  # resolved at 95% already; the projection agrees
+    # decided with its table's 7 claims on two seeds (t of 1 degree of freedom at 0.05 / 7 is 89), it is not
+    assert gain.family == 7 and gain.lo_holm < 0 < gain.hi_holm and gain.verdict.endswith("over 7 claims, Holm)")
     tie = comp[(comp.claim == "paper's ordering") & (comp.a == "E-GRPO") & (comp.b == "MixGRPO")].iloc[0]
     assert tie.verdict.startswith("not resolved")
     md = (tmp_path / "tables" / "table1_hps.md").read_text()
     assert "paper's ordering on hps, E-GRPO > MixGRPO > DanceGRPO > Base model: not resolved" in md
+    assert f"Δ {gain.delta:+.4f} [{gain.lo:+.4f}, {gain.hi:+.4f}] at 95%, [{gain.lo_holm:+.4f}, {gain.hi_holm:+.4f}] Holm-adjusted (7 claims)" in md
 
 
 def test_power_table_projects_seeds_from_the_measured_variance(tmp_path):
