@@ -10,6 +10,8 @@ from which method wins.
 
 With --prompts, also on larger test sets drawn like the measured one (the per-seed and per-prompt
 variance components carry over): whether a richer prompt set would meet a bar that seeds alone cannot.
+Each claim also gets its verdict (decided with its table's claims), the chance that a rerun reaches the
+same verdict and the seeds at which that chance would be 90% (egrpo.verdicts).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Tables of the paper (1-4) from the per-image evaluation CSVs and the training logs, with paired,
 resolution-aware comparisons (egrpo.stats): each method's gain over the base model, the paper's
 ordering claims pair by pair, each ablation's claim that the main E-GRPO row is best, and the
-methods' training reward at equal transformer passes. Written as Markdown, LaTeX and CSV."""
+methods' training reward at equal transformer passes. Each table's claims are decided together
+(egrpo.verdicts). Written as Markdown, LaTeX and CSV."""
 
 from __future__ import annotations
 
@@ -261,7 +262,7 @@ def render(table: pd.DataFrame, metrics: Sequence[str], with_paper: bool) -> pd.
             disp[f"{m} Δ"] = table[f"{m}_diff"].map(lambda v: "" if pd.isna(v) else f"{v:+.4f}")
     for col in table.columns:
         if col.startswith("gain_"):
-            disp[f"gain over base ({col[5:]})"] = table[col].fillna("")
+            disp[f"gain over base ({col[5:]}, 95%)"] = table[col].fillna("")  # its verdict: the notes
     if "reward_at_budget" in table:
         disp["reward at equal passes"] = table["reward_at_budget"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
     for col in ("passes", "wall_s"):

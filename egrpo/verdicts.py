@@ -104,7 +104,7 @@ class Claim:
         return {"table": self.table, "claim": self.claim, "metric": self.metric, "kind": self.kind, "a": c.a,
                 "b": c.b, "delta": c.delta, "lo": c.lo, "hi": c.hi, "verdict": c.verdict,
                 "seeds_to_resolve": c.seeds_to_resolve, "family": c.family, "p": c.p_value if c.spread else None,
-                "p_holm": c.p_holm, "lo_holm": lo, "hi_holm": hi, "verdict_95": c.unadjusted.verdict,
+                "p_holm": c.p_holm, "level": c.level, "lo_holm": lo, "hi_holm": hi, "verdict_95": c.unadjusted.verdict,
                 "same_verdict": same_verdict(c), "seeds_for_90": seeds_to_replicate(c), **spread}
 
 
@@ -172,11 +172,11 @@ def side_by_side(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
     """Two runs' decided comparisons (frame) claim by claim: Δ, the 95% and the decision intervals, the
     verdict, its chance of replicating and the seeds that chance needs, for each; and whether the two
     verdicts agree."""
-    cols = ["delta", "lo", "hi", "lo_holm", "hi_holm", "verdict", "verdict_95", "same_verdict", "seeds_for_90"]
-    both = first[KEY + ["kind"] + cols].merge(second[KEY + cols], on=KEY, how="outer", suffixes=("_1", "_2"),
-                                             validate="one_to_one", indicator=True)
-    if (both["_merge"] != "both").any():
-        missing = both.loc[both["_merge"] != "both", KEY].to_dict("records")
-        raise ValueError(f"the two runs do not make the same claims: {missing}")
+    cols = ["delta", "lo", "hi", "p", "lo_holm", "hi_holm", "verdict", "verdict_95", "same_verdict", "seeds_for_90"]
+    keys = [set(map(tuple, f[KEY].to_numpy().tolist())) for f in (first, second)]
+    if keys[0] != keys[1]:
+        raise ValueError(f"the two runs do not make the same claims: {sorted(keys[0] ^ keys[1])}")
+    both = first[KEY + ["kind"] + cols].merge(second[KEY + cols], on=KEY, how="left", suffixes=("_1", "_2"),
+                                             validate="one_to_one")  # in the first run's order
     both["agree"] = both["verdict_1"].map(outcome) == both["verdict_2"].map(outcome)
-    return both.drop(columns="_merge")
+    return both
