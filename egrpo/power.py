@@ -64,7 +64,8 @@ def power_table(tables: Tables, *, ratio: float = 5.0, fraction: float = 0.25,
             needs.append(_seeds(min((k for k in options if k is not None), default=None)))
         floor = projected_half_width(c.differences, LIMIT)  # what more seeds cannot remove: the prompts' part
         lines.append(f"| {table} | {c.a} > {c.b} | {c.delta:+.4f} | {half:.4f} | {floor:.4f} | {bar} | "
-                     + " | ".join(needs) + f" | {c.verdict} | {same_verdict(c):.2f} | {_seeds(seeds_to_replicate(c))} |")
+                     + " | ".join(needs)
+                     + f" | {c.verdict} | {same_verdict(c):.2f} | {_seeds(seeds_to_replicate(c))} |")
     return "\n".join(lines) + f"\n\nmean gain over the base: {bound / fraction:.4f}\n"
 
 

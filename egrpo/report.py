@@ -213,9 +213,9 @@ class Tables:
                  f"{len(self.exp.seeds)} training seeds x {self.base[self.metrics[0]].shape[1]} test prompts")
         return [f"mean ± half-width of the 95% interval over training seeds and test prompts ({seeds}; "
                 f"two-way random-effects t-interval, docs/statistics.md); {self.samples_note()}",
-                "Δ [lo, hi] of a claim A > B: its 95% interval, paired by seed and prompt; beside it the interval adjusted "
-                "for the claims of its table (Holm), on which the verdict is decided, so that the chance of any false "
-                "'resolved' in a table stays under 5% (docs/statistics.md)",
+                "Δ [lo, hi] of a claim A > B: its 95% interval, paired by seed and prompt; beside it the interval "
+                "adjusted for the claims of its table (Holm), on which the verdict is decided, so that the chance of "
+                "any false 'resolved' in a table stays under 5% (docs/statistics.md)",
                 "scales: " + ", ".join(f"{m} = {scales.get(m, 'raw')}" for m in self.metrics),
                 "passes: transformer passes per run (sampling rows + trained rows); wall_s: training time"]
 

@@ -48,7 +48,7 @@ def per_prompt(df: "pd.DataFrame", metrics: Sequence[str]) -> "pd.DataFrame":
 ALPHA = 0.05  # each interval's own level; a table's claims are decided at levels adjusted from it (holm)
 
 
-def _t(alpha: float, df: float) -> float:
+def t_quantile(alpha: float, df: float) -> float:
     """The two-sided t quantile t_df(1 - alpha/2), accurate at the small levels a family's adjustment uses."""
     from scipy import special
 
@@ -94,7 +94,7 @@ class Spread:
 
     def half_width(self, alpha: float = ALPHA) -> float:
         """sqrt(sum of t_df(1 - alpha/2)^2 x variance) over the terms (docs/statistics.md)."""
-        return math.hypot(*(_t(alpha, df) * math.sqrt(v) for v, df in self.terms))  # no overflow at tiny levels
+        return math.hypot(*(t_quantile(alpha, df) * math.sqrt(v) for v, df in self.terms))  # no overflow at tiny levels
 
     def p_value(self, delta: float) -> float:
         """The level at which the interval around delta just reaches 0: the interval at any level above it
@@ -313,8 +313,9 @@ class Comparison:
 
 
 def holm(comparisons: Sequence[Comparison], alpha: float = ALPHA) -> list[Comparison]:
-    """Decide a family of claims together (Holm's step-down, statsmodels): the chance that any of them
-    is resolved falsely, or in the wrong direction, stays under alpha. Each claim's decision interval is
+    """Decide a family of claims together (Holm's step-down, statsmodels): the chance that any claim
+    without a difference is resolved stays under alpha, whatever their dependence (and, in simulation,
+    that any is resolved the wrong way). Each claim's decision interval is
     the one at the level its Holm step tests (alpha / the claims not yet resolved before it); a claim
     past the first unresolved step keeps that step's level. It excludes 0 exactly when Holm resolves
     the claim."""

@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .stats import ALPHA, Comparison, Spread, _t, fewest_seeds, holm
+from .stats import ALPHA, Comparison, Spread, fewest_seeds, holm, t_quantile
 
 GRID = 128  # quantiles of each mean square's chi-square distribution a rerun's half-width is averaged over
 TARGET = 0.9  # the chance of the same verdict a claim's seed count is sized for
@@ -41,7 +41,7 @@ def resolve_probability(spread: Spread, effect: float, level: float, *, grid: in
     half2 = np.zeros(())
     for var, df in spread.terms:  # each term's variance scatters as var * chi2_df / df
         scatter = var * stats.chi2.ppf(q, df) / df if math.isfinite(df) else np.full(1, var)
-        half2 = np.add.outer(half2, _t(level, df) ** 2 * scatter)
+        half2 = np.add.outer(half2, t_quantile(level, df) ** 2 * scatter)
     half = np.sqrt(half2).ravel()
     sd = math.sqrt(spread.variance)
     if sd == 0:
@@ -50,14 +50,10 @@ def resolve_probability(spread: Spread, effect: float, level: float, *, grid: in
             float(np.mean(stats.norm.cdf((-abs(effect) - half) / sd))))
 
 
-def _expected(spread: Spread, seeds: int | None = None) -> Spread:
-    """The spread's expected mean squares at `seeds` (default its own): the projection where it can be
-    made (two or more seeds), the measured spread where it cannot."""
-    if spread.seeds < 2 or spread.ms_seed is None:
-        if seeds not in (None, spread.seeds):
-            raise ValueError("the seed variance needs at least two seeds, measured and projected")
-        return spread
-    return spread.project(seeds or spread.seeds)
+def _expected(spread: Spread) -> Spread:
+    """The spread's expected mean squares (moment estimates, as a projection to its own seed count makes
+    them); one seed: the measured spread."""
+    return spread if spread.seeds < 2 or spread.ms_seed is None else spread.project(spread.seeds)
 
 
 def same_verdict(c: Comparison) -> float | None:
@@ -141,9 +137,9 @@ def reconstruct(row: pd.Series, seeds: int, prompts: int, seed_share: float) -> 
     half = (row["hi"] - row["lo"]) / 2
     n = seeds * prompts
     if row["kind"] == "compute":
-        return Spread(seeds, None, seeds * (half / _t(ALPHA, seeds - 1)) ** 2, None)
-    return Spread(seeds, prompts, seed_share * n * (half / _t(ALPHA, seeds - 1)) ** 2,
-                  (1 - seed_share) * n * (half / _t(ALPHA, prompts - 1)) ** 2)
+        return Spread(seeds, None, seeds * (half / t_quantile(ALPHA, seeds - 1)) ** 2, None)
+    return Spread(seeds, prompts, seed_share * n * (half / t_quantile(ALPHA, seeds - 1)) ** 2,
+                  (1 - seed_share) * n * (half / t_quantile(ALPHA, prompts - 1)) ** 2)
 
 
 def read(source: str | Path | pd.DataFrame, *, seeds: int | None = None, prompts: int | None = None,

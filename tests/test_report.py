@@ -78,7 +78,8 @@ def test_comparisons_pair_by_seed_and_prompt(tmp_path):
     assert tie.verdict.startswith("not resolved")
     md = (tmp_path / "tables" / "table1_hps.md").read_text()
     assert "paper's ordering on hps, E-GRPO > MixGRPO > DanceGRPO > Base model: not resolved" in md
-    assert f"Δ {gain.delta:+.4f} [{gain.lo:+.4f}, {gain.hi:+.4f}] at 95%, [{gain.lo_holm:+.4f}, {gain.hi_holm:+.4f}] Holm-adjusted (7 claims)" in md
+    assert (f"Δ {gain.delta:+.4f} [{gain.lo:+.4f}, {gain.hi:+.4f}] at 95%, "
+            f"[{gain.lo_holm:+.4f}, {gain.hi_holm:+.4f}] Holm-adjusted (7 claims)") in md
 
 
 def test_power_table_projects_seeds_from_the_measured_variance(tmp_path):
