@@ -11,21 +11,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .methods import MethodConfig, method_spec, registry
+from .rewards import RewardName
+
+MAX_SEQUENCE_LENGTH = 512  # T5 tokens of a FLUX.1-dev prompt (diffusers' FluxPipeline default)
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """Every spec's base: unknown keys are errors, and a validated spec cannot change."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
+    """The backbone: where it is, the resolution it trains at, its precision and memory settings."""
+
     path: str = Field(description="diffusers Flux-format directory (FLUX.1-dev or a tiny one)")
     height: int = Field(720, ge=16)
     width: int = Field(720, ge=16)
@@ -33,7 +41,7 @@ class ModelConfig(_Strict):
     device: str = Field("auto", description="auto: cuda:LOCAL_RANK when CUDA is available, else the CPU; "
                         "a bare `cuda` means this rank's GPU")
     guidance: float = Field(3.5, ge=0)
-    max_sequence_length: int = Field(512, ge=1)
+    max_sequence_length: int = Field(MAX_SEQUENCE_LENGTH, ge=1, description="T5 tokens of a prompt")
     lora_rank: int = Field(0, ge=0, description="0 = full fine-tuning")
     lora_alpha: float | None = Field(None, gt=0)
     gradient_checkpointing: bool = False
@@ -42,7 +50,9 @@ class ModelConfig(_Strict):
                                   "(PyTorch's default; its backward faulted on an H100, benchmarks/README.md)")
 
 
-class OptimConfig(_Strict):
+class OptimConfig(Strict):
+    """AdamW, gradient clipping and the clipped policy-gradient objective."""
+
     lr: float = Field(1e-5, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
@@ -52,31 +62,36 @@ class OptimConfig(_Strict):
     adv_clip: float = Field(5.0, gt=0, description="the summed advantage is clamped to +-adv_clip")
 
 
-class RewardsConfig(_Strict):
-    names: list[str] = Field(min_length=1, description="registered reward names (egrpo.rewards)")
-    weights: list[float] | None = None
-    aggregation: Literal["normalise_each", "weight_then_normalise"] = "normalise_each"
+class RewardChoice(Strict):
+    """Which rewards a run trains on and how they combine (a run config's `rewards`, and a reward
+    setting of the Snakemake config)."""
+
+    names: list[RewardName] = Field(min_length=1, description="registered rewards trained on (egrpo.rewards)")
+    weights: list[float] | None = Field(None, description="one weight per reward (default: 1 each)")
+    aggregation: Literal["normalise_each", "weight_then_normalise"] = Field(
+        "normalise_each", description="normalise each reward's advantages then sum with the weights, or "
+        "weight the rewards then normalise the sum")
+
+    @model_validator(mode="after")
+    def _weights_match(self):
+        if self.weights is not None and len(self.weights) != len(self.names):
+            raise ValueError(f"weights has {len(self.weights)} entries for {len(self.names)} rewards")
+        return self
+
+    def weight_map(self) -> dict[str, float]:
+        return dict(zip(self.names, self.weights or [1.0] * len(self.names)))
+
+
+class RewardsConfig(RewardChoice):
+    """The rewards a run trains on, their options and batch."""
+
     options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-reward options (weight paths)")
     batch: int = Field(32, ge=1, description="images per reward-model call")
 
-    @field_validator("names")
-    @classmethod
-    def _registered(cls, names: list[str]) -> list[str]:
-        from .rewards import REWARDS
 
-        for n in names:
-            if n not in REWARDS:
-                raise ValueError(f"unknown reward {n!r} (registered: {', '.join(sorted(REWARDS))})")
-        return names
+class TrainConfig(Strict):
+    """The training loop: iterations, batches, checkpoints, data parallelism."""
 
-    def weight_map(self) -> dict[str, float]:
-        weights = self.weights or [1.0] * len(self.names)
-        if len(weights) != len(self.names):
-            raise ValueError(f"rewards.weights has {len(weights)} entries for {len(self.names)} rewards")
-        return dict(zip(self.names, weights))
-
-
-class TrainConfig(_Strict):
     iterations: int = Field(300, ge=1)
     prompts_per_iteration: int = Field(8, ge=1, description="global: split over ranks, groups kept whole")
     prompts: str | list[str] = Field(description="text file (one prompt a line) or an inline list")
@@ -91,7 +106,9 @@ class TrainConfig(_Strict):
                         "reward curve every method shares")
 
 
-class Config(_Strict):
+class Config(Strict):
+    """A resolved run config: everything one `egrpo train` run uses."""
+
     name: str = Field("default", description="experiment name; part of every derived seed")
     seed: int = Field(0, ge=0)
     model: ModelConfig
@@ -100,18 +117,86 @@ class Config(_Strict):
     rewards: RewardsConfig
     method: SerializeAsAny[MethodConfig]
 
-    @field_validator("rewards")
-    @classmethod
-    def _weights_match(cls, v: RewardsConfig) -> RewardsConfig:
-        v.weight_map()
-        return v
-
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
 
     def digest(self) -> str:
         """Short hash of the resolved config (provenance and checkpoint identity, not seeding)."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def section_schema(model: type[BaseModel], exclude: tuple[str, ...] = (), partial: bool = False) -> dict:
+    """JSON schema of a spec model, nested models inlined, without pydantic's titles and with one-line
+    descriptions; `partial`: an overlay, where no key is required and none has a default (it sets
+    only what it names)."""
+    schema = _strip(model.model_json_schema(), ("title",))
+    defs = schema.pop("$defs", {})
+    schema = _inline(schema, defs)
+    for key in exclude:
+        schema["properties"].pop(key, None)
+    schema["required"] = [k for k in schema.get("required", []) if k in schema["properties"]]
+    if partial:
+        schema.pop("required")
+        schema["properties"] = {k: _strip(v, ("default",)) for k, v in schema["properties"].items()}
+    elif not schema["required"]:
+        schema.pop("required")
+    schema["additionalProperties"] = False
+    return schema
+
+
+def _strip(node, keys: tuple[str, ...]):
+    """Drop `keys` (a schema's annotations, not property names) throughout; one-line descriptions."""
+    if isinstance(node, dict):
+        return {k: " ".join(v.split()) if k == "description" and isinstance(v, str) else _strip(v, keys)
+                for k, v in node.items() if k not in keys or isinstance(v, dict) and "type" in v}
+    if isinstance(node, list):
+        return [_strip(v, keys) for v in node]
+    return node
+
+
+def _inline(node, defs: dict):
+    """Replace each {"$ref": "#/$defs/X"} by X itself (the config schemas have no recursive types)."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            target = _inline(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
+            return {**target, **{k: _inline(v, defs) for k, v in node.items() if k != "$ref"}}
+        return {k: _inline(v, defs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline(v, defs) for v in node]
+    return node
+
+
+def overlay_schema(exclude: dict[str, tuple[str, ...]]) -> tuple[dict, dict]:
+    """JSON schema of a run config as an overlay (every key optional), without the keys `exclude`
+    names per section, with per-method overlays under `methods.<name>` (each method's keys its own);
+    and the definitions it refers to ($defs: each section once)."""
+    defs: dict = {}
+
+    def ref(model: type[BaseModel], section: str, skip: tuple[str, ...]) -> dict:
+        name = f"{model.__name__}Overlay"
+        if name not in defs:
+            defs[name] = section_schema(model, exclude.get(section, ()) + skip, partial=True)
+            defs[name]["description"] = " ".join((model.__doc__ or f"the keys of {model.__name__}").split())
+        return {"$ref": f"#/$defs/{name}"}
+
+    def sections(method_config: type[MethodConfig]) -> dict:
+        props = {}
+        for name, field in Config.model_fields.items():
+            model = method_config if name == "method" else field.annotation
+            if isinstance(model, type) and issubclass(model, BaseModel):
+                props[name] = ref(model, name, ("name",) if name == "method" else ())
+            else:
+                props[name] = _strip(Config.model_json_schema()["properties"][name], ("title", "default"))
+        return props
+
+    shared = sections(MethodConfig)
+    per_method = {name: {"type": "object", "additionalProperties": False, "properties": sections(registry()[name].config)}
+                  for name in sorted(registry())}
+    schema = {"type": "object", "additionalProperties": False,
+              "properties": {**shared, "methods": {"type": "object", "additionalProperties": False,
+                                                   "description": "per-method overlays, merged over the shared sections",
+                                                   "properties": per_method}}}
+    return schema, defs
 
 
 # keys a resumed run may change: more iterations (never fewer) continue the same run
@@ -145,15 +230,27 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML 1.2's core booleans only (true/false): YAML 1.1's yes/no/on/off stay strings, so
+    `--set train.iterations=yes` is an error, never 1."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+
+
 def parse_overrides(pairs: list[str]) -> dict:
-    """['a.b=1', 'c=[1,2]'] -> {'a': {'b': 1}, 'c': [1, 2]} (values parsed as YAML)."""
+    """['a.b=1', 'c=[1,2]'] -> {'a': {'b': 1}, 'c': [1, 2]} (values parsed as YAML 1.2)."""
     out: dict = {}
     for pair in pairs:
         if "=" not in pair:
             raise ConfigError(f"--set expects key=value, got {pair!r}")
         key, raw = pair.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
+            value = yaml.load(raw, Loader=_Yaml12Loader)
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {key.strip()}: not a YAML value ({_yaml_problem(e)}): {raw!r}") from None
         node = out
@@ -172,12 +269,50 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
     return f"{getattr(e, 'problem', None) or 'invalid YAML'}{where}"
 
 
+def key_path(loc: tuple) -> str:
+    """A validation error's location as the config key a user writes: `a.b[0].c`."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out
+
+
 def _error(e: ValidationError, prefix: str = "") -> ConfigError:
-    err = e.errors()[0]
-    loc = prefix + ".".join(str(p) for p in err["loc"])
-    got = f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else ""
-    msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-    return ConfigError(f"config error: {loc.rstrip('.')}: {msg}{got}")
+    """The first error as one line naming the key; an unknown key before anything it leaves missing (a
+    misspelt key is both), with the closest known key."""
+    errors = e.errors()
+    err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
+    loc = prefix + key_path(err["loc"])
+    msg = err["msg"].removeprefix("Value error, ").removeprefix("config error: ")
+    shown = err["type"] == "missing" or isinstance(err["input"], dict) or repr(err["input"]) in msg
+    got = "" if shown else f" (got {err['input']!r})"
+    if err["type"] == "extra_forbidden":
+        got, msg = "", "unknown key" + _closest(err["loc"][-1], [x["loc"][-1] for x in errors if x["type"] == "missing"])
+    return ConfigError(f"config error: {loc.rstrip('.')}: {msg}{got}" if loc.rstrip(".") else f"config error: {msg}")
+
+
+def _closest(key, missing: list) -> str:
+    import difflib
+
+    match = difflib.get_close_matches(str(key), [str(m) for m in missing], n=1)
+    return f" (did you mean {match[0]}?)" if match else ""
+
+
+def load_spec(model: type[BaseModel], path: str | Path | None = None, overrides: list[str] | None = None,
+              what: str = "spec file"):
+    """A job's spec: a YAML/JSON file (optional where every key has a default) plus `--set` overrides,
+    validated by `model`; a one-line ConfigError naming the file or the key. Relative paths in a spec
+    are relative to the working directory (the DAG writes them so; nothing is guessed)."""
+    raw = {} if path is None else read_yaml(path, what)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} {path}: a mapping of keys, got {type(raw).__name__}")
+    raw = deep_merge(raw, parse_overrides(overrides or []))
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        raise _error(e) from None
 
 
 def resolve(raw: dict, method: str | None = None, seed: int | None = None, overrides: list[str] | None = None,

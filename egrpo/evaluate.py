@@ -10,54 +10,69 @@ FluxPipeline with its own schedule (the paper's FLUX protocol: 1024x1024, 50 ste
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Annotated, Any, Literal, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field, model_validator
 
+from .config import MAX_SEQUENCE_LENGTH, Strict
 from .flux import FluxBackbone
-from .rewards import Reward, score
+from .rewards import Reward, RewardName, missing_options, score
 from .sampler import initial_noise, make_transitions, sample
 from .schedule import shifted_sigmas
 from .seeding import derive_seed, generator
 from .stats import per_prompt
 
 
-SAMPLERS = ("ode", "flux_pipeline")
+class EvalSpec(Strict):
+    """How the test images are drawn: the sampler, its schedule, size and guidance, and their seeds."""
+
+    sampler: Literal["ode", "flux_pipeline"] = Field(
+        "ode", description="`ode`: our sampler on the training schedule; `flux_pipeline`: diffusers' FluxPipeline "
+        "with its own schedule (the paper's protocol)")
+    num_steps: int = Field(16, ge=1)
+    shift: float = Field(3.0, gt=0, description="time shift of the `ode` sampler's schedule")
+    height: int = Field(32, ge=16)
+    width: int = Field(32, ge=16)
+    guidance: float = Field(3.5, ge=0, description="guidance embedding of `flux_pipeline`")
+    batch: int = Field(16, ge=1, description="images per sampler call")
+    seed: int = Field(42, ge=0, description="evaluation seed: each image's seed derives from it, the prompt and the sample")
+    samples: int = Field(1, ge=1, description="images per test prompt, averaged per prompt by the tables (the paper: 1)")
 
 
-@dataclass(frozen=True)
-class EvalSpec:
-    sampler: str = "ode"  # "ode" (our sampler on shifted_sigmas) or "flux_pipeline"
-    num_steps: int = 16
-    shift: float = 3.0
-    height: int = 32
-    width: int = 32
-    guidance: float = 3.5
-    batch: int = 16
-    seed: int = 42
-    samples: int = 1  # images per prompt (the paper's protocol: one)
+class Metric(Strict):
+    """A metric: a registered reward and its options (its weight paths)."""
 
-    @classmethod
-    def from_dict(cls, d: dict, key: str = "sampler") -> "EvalSpec":
-        """Validated: unknown keys, an unknown sampler and non-positive sizes are one-line ConfigErrors."""
-        from .errors import ConfigError
+    reward: RewardName
+    options: dict[str, Any] = Field(default_factory=dict)
 
-        if not isinstance(d, dict):
-            raise ConfigError(f"{key}: a mapping of sampler settings, got {d!r}")
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"{key}.{sorted(unknown)[0]}: unknown key (known: {', '.join(cls.__dataclass_fields__)})")
-        spec = cls(**d)
-        if spec.sampler not in SAMPLERS:
-            raise ConfigError(f"{key}.sampler: one of {', '.join(SAMPLERS)}, got {spec.sampler!r}")
-        for name in ("num_steps", "height", "width", "batch", "samples"):
-            if not isinstance(getattr(spec, name), int) or getattr(spec, name) < 1:
-                raise ConfigError(f"{key}.{name}: a positive integer, got {getattr(spec, name)!r}")
-        return spec
+    @model_validator(mode="after")
+    def _options(self):
+        for key in missing_options(self.reward, self.options):
+            raise ValueError(f"reward {self.reward!r} needs options.{key}")
+        return self
+
+
+PromptLimit = Annotated[int, Field(ge=1)] | None  # the first N test prompts (None: all)
+
+
+class ProtocolSettings(Strict):
+    """What an evaluation protocol shares with the Snakemake config's `eval:` section."""
+
+    sampler: EvalSpec = Field(default_factory=EvalSpec, description="how the test images are drawn")
+    max_sequence_length: int = Field(MAX_SEQUENCE_LENGTH, ge=1, description="T5 tokens of a test prompt")
+
+
+class Protocol(ProtocolSettings):
+    """An evaluation protocol: the file `egrpo evaluate`, `egrpo render` and `egrpo train --evaluate`
+    read (the DAG writes results/configs/eval.json). Relative paths are relative to the working directory."""
+
+    prompts: str = Field(description="the test prompt file")
+    limit: PromptLimit = Field(None, description="the first N prompts only (null: all)")
+    metrics: dict[str, Metric] = Field(description="table column -> the reward that scores it")
 
 
 def _seed_parts(spec: EvalSpec, prompt_index: int, sample: int) -> tuple:
@@ -88,15 +103,13 @@ def generate(backbone: FluxBackbone, prompts: Sequence[str], indices: Sequence[i
             sig = shifted_sigmas(spec.num_steps, spec.shift)
             out.append(sample(backbone, e, sig, make_transitions(spec.num_steps), x, None,
                               height=spec.height, width=spec.width).images.cpu())
-        elif spec.sampler == "flux_pipeline":
+        else:  # flux_pipeline
             n, c = backbone.packed_shape(spec.height, spec.width)
             latents = initial_noise(backbone, gens, spec.height, spec.width).to(backbone.dtype)
             images = backbone.pipe(texts, height=spec.height, width=spec.width, num_inference_steps=spec.num_steps,
                                    guidance_scale=spec.guidance, latents=latents, output_type="pt",
                                    max_sequence_length=backbone.max_sequence_length).images
             out.append(images.float().cpu())
-        else:
-            raise ValueError(f"unknown sampler {spec.sampler!r}")
     return torch.cat(out)
 
 

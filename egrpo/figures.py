@@ -13,7 +13,34 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from pydantic import Field  # noqa: E402
+
+from .config import Strict  # noqa: E402
 from .methods import display_name  # noqa: E402
+from .plans import EGRPOMethod  # noqa: E402
+
+
+class EntropySpec(Strict):
+    """Fig. 1b's data (`egrpo entropy`): the per-step entropy of merging 1..max_len steps under an
+    E-GRPO schedule, noise level, threshold and reading."""
+
+    method: EGRPOMethod = Field(default_factory=EGRPOMethod, description="E-GRPO's schedule, eta, tau and reading")
+    max_len: int = Field(6, ge=1, description="longest merge tabulated")
+
+
+def entropy_frame(spec: EntropySpec) -> pd.DataFrame:
+    """Per step: sigma, the entropy of a merge of each length, and the adaptive merge length."""
+    from .merge import entropy_table, merge_lengths
+    from .schedule import shifted_sigmas
+
+    m, t = spec.method, spec.method.num_steps
+    sigmas = shifted_sigmas(t, m.shift)
+    table = entropy_table(sigmas, spec.max_len, eta=m.eta, reading=m.reading)
+    df = pd.DataFrame(table.numpy(), columns=[f"l={l}" for l in range(1, spec.max_len + 1)])
+    df.insert(0, "sigma", sigmas[:-1].numpy())
+    df.insert(0, "step", range(t))
+    df["adaptive_l"] = merge_lengths(sigmas, range(t - 1), tau=m.tau, eta=m.eta, reading=m.reading) + [None]
+    return df
 
 
 def save(fig, stem: Path) -> None:
@@ -24,12 +51,13 @@ def save(fig, stem: Path) -> None:
     plt.close(fig)
 
 
-def entropy_figure(stem: Path, method, max_len: int = 6) -> None:
+def entropy_figure(stem: Path, spec: EntropySpec) -> None:
     """Fig. 1b: entropy of a step merged over l steps, per timestep, under E-GRPO's schedule and
     reading, with tau and the adaptive choice."""
     from .merge import entropy_table
     from .plans import EGRPOPlan
 
+    method, max_len = spec.method, spec.max_len
     plan = EGRPOPlan(method.model_copy(update={"active": "all", "fixed_merge": None}))
     sig, t = plan.sigmas, method.num_steps
     table = entropy_table(sig, max_len, eta=method.eta, reading=method.reading).numpy()
@@ -63,10 +91,19 @@ def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
     return np.array([values[max(0, k - window + 1):k + 1].mean() for k in range(len(values))])
 
 
-def reward_curves(logs: dict[str, Sequence[Path]], reward: str, reward_label: str, stem: Path,
+def release_curve(method) -> str:
+    """The training reward a method's release logs: its anchor's ODE image (the probe) where its plan
+    has an anchor (E-GRPO), else the mean over the group's samples (DanceGRPO, MixGRPO)."""
+    from .methods import build_plan
+
+    return "probe" if build_plan(method).for_iteration(0).anchor is not None else "reward"
+
+
+def reward_curves(logs: dict[str, Sequence[Path]], methods: dict, reward: str, reward_label: str, stem: Path,
                   budget: float | None = None, smooth: int = 3) -> None:
-    """Fig. 4: (left) the training reward each method's release logs, per iteration: E-GRPO the reward
-    of its anchor's ODE image (probe), DanceGRPO and MixGRPO the mean over the group's samples;
+    """Fig. 4: (left) the training reward each method's release logs (`methods`: name -> its method
+    config), per iteration: E-GRPO the reward of its anchor's ODE image (probe), DanceGRPO and MixGRPO
+    the mean over the group's samples;
     (right) every method's ODE-probe reward against the transformer passes spent, the compute-matched
     comparison of Table 1 at `budget`. Lines: mean over seeds (trailing mean of `smooth` iterations);
     bands: min to max over seeds."""
@@ -74,7 +111,7 @@ def reward_curves(logs: dict[str, Sequence[Path]], reward: str, reward_label: st
     for method, paths in logs.items():
         runs = [[json.loads(line) for line in Path(p).read_text().splitlines()] for p in paths]
         n = min(len(r) for r in runs)
-        own = "probe" if method == "egrpo" else "reward"
+        own = release_curve(methods[method])
         curve = np.array([_trailing_mean(np.array([row[f"{own}/{reward}/mean"] for row in r[:n]]), smooth) for r in runs])
         it = np.arange(n)
         line, = axes[0].plot(it, curve.mean(0), label=display_name(method))

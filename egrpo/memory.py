@@ -76,6 +76,16 @@ def tokens(cfg_run, model_cfg: dict) -> int:
     return (m.height // 16) * (m.width // 16) + m.max_sequence_length
 
 
+def shared_input(method) -> bool:
+    """Does every trained transition of the method enter from one latent shared by its group (E-GRPO's
+    branches off the anchor)? Then a training forward holds one row per group, not micro_batch."""
+    from .methods import build_plan
+    from .rollout import shares_input
+
+    plan = build_plan(method).for_iteration(0)
+    return all(shares_input(r, k) for r in plan.rollouts for k in r.trainable)
+
+
 def plan(cfg_run, gpus: int) -> dict[str, list[Component]]:
     """Per-GPU memory of a training job by phase: the training step (forward, backward, AdamW) and
     sampling (no-grad forwards and VAE decodes); each phase a list of components (GiB)."""
@@ -99,7 +109,7 @@ def plan(cfg_run, gpus: int) -> dict[str, list[Component]]:
     frozen += [Component(f"reward {r}", compute_bytes * REWARD_PARAMS.get(r, 0.0) / GiB, "bf16")
                for r in cfg_run.rewards.names if r in REWARD_PARAMS]
     hidden = n["width"] * tokens(cfg_run, arch) * compute_bytes  # one hidden state of one sample
-    rows = max(1, t.micro_batch if cfg_run.method.name != "egrpo" else 1)  # E-GRPO's group shares one input
+    rows = 1 if shared_input(cfg_run.method) else max(1, t.micro_batch)
     if m.gradient_checkpointing:
         acts = (n["blocks"] + BLOCK_ACTIVATIONS) * rows * hidden
         act_note = f"{rows} row(s): every block's input kept, one block recomputed"

@@ -8,9 +8,9 @@ name. The config, the CLI, the Snakefile, the tables and the figures all read th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from .errors import ConfigError
 
@@ -41,13 +41,36 @@ class MethodConfig(BaseModel):
 
 
 @dataclass(frozen=True)
+class Axis:
+    """An ablation table of a method: the config field its variants vary, the file stem and title of
+    its table, how a value is named in a row, and (optionally) a figure of it with its x-axis label."""
+
+    key: str
+    stem: str
+    title: str
+    label: Callable[[Any], str] = lambda value: str(value)
+    figure: str | None = None
+    xlabel: str = ""
+
+
+@dataclass(frozen=True)
 class MethodSpec:
-    """A registered method: `plan(config)` builds its RolloutPlan."""
+    """A registered method: `plan(config)` builds its RolloutPlan; `axes` are the paper's ablation
+    tables of its fields (a field the Snakemake config ablates without one gets a generic table)."""
 
     name: str
     config: type[MethodConfig]
     plan: type
     display: str
+    axes: tuple[Axis, ...] = ()
+
+    def axis(self, key: str) -> Axis:
+        """The registered table of field `key`, or a generic one."""
+        for axis in self.axes:
+            if axis.key == key:
+                return axis
+        return Axis(key, f"ablation_{self.name}_{key}", f"Ablation: {key} ({self.display})",
+                    lambda value: f"{key} = {value}")
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -79,6 +102,16 @@ def method_spec(name: str) -> MethodSpec:
     if name not in methods:
         raise ConfigError(f"method: unknown method {name!r} (registered: {', '.join(methods)})")
     return methods[name]
+
+
+def _registered(name: str) -> str:
+    if name not in registry():
+        raise ValueError(f"unknown method {name!r} (registered: {', '.join(registry())})")
+    return name
+
+
+# a spec field holding a method's name: an unknown one is an error naming the field
+MethodName = Annotated[str, AfterValidator(_registered)]
 
 
 def display_name(name: str) -> str:

@@ -39,4 +39,4 @@ TABLE4 = {  # tau: entropy threshold (0 = no merging)
     2.2: dict(hps=0.391, clip=0.355, pickscore=0.233, imagereward=1.324),
     2.6: dict(hps=0.388, clip=0.355, pickscore=0.233, imagereward=1.320),
 }
-ABLATIONS = {"fixed_merge": TABLE2, "active": TABLE3, "tau": TABLE4}
+ABLATIONS = {"egrpo": {"fixed_merge": TABLE2, "active": TABLE3, "tau": TABLE4}}  # method -> field -> table

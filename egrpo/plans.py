@@ -9,14 +9,15 @@ E-GRPO's config and plan live here; DanceGRPO's and MixGRPO's in `baselines/`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Literal, Protocol, Sequence, Union
+from typing import Literal, Protocol, Sequence, Union, get_args
 
 import torch
 from pydantic import Field, ValidationInfo, field_validator
 
 from .merge import Reading, merge_lengths
-from .methods import MethodConfig, MethodSpec, register
+from .methods import Axis, MethodConfig, MethodSpec, register
 from .sampler import SDE, Transition, make_transitions
 from .schedule import shifted_sigmas
 
@@ -72,7 +73,8 @@ class RolloutPlan(Protocol):
     def for_iteration(self, iteration: int) -> IterationPlan: ...
 
 
-ACTIVE_PRESETS = ("first4", "first8", "second8", "all")
+ActivePreset = Literal["first4", "first8", "second8", "all"]  # Table 3's trained-step sets
+ACTIVE_PRESETS = get_args(ActivePreset)
 
 
 def active_steps(spec: str | Sequence[int], num_steps: int) -> tuple[int, ...]:
@@ -110,7 +112,7 @@ class EGRPOMethod(MethodConfig):
     update: Literal["iteration", "rollout", "samples"] = Field(
         "rollout", description="the releases step AdamW once per active step (8 per iteration); "
         "`iteration` is the paper's Alg. 1")
-    active: Union[Literal["first4", "first8", "second8", "all"], list[int]] = "first8"
+    active: Union[ActivePreset, list[int]] = "first8"
     tau: float = Field(2.2, ge=0)
     reading: Reading = "entropy_power"
     fixed_merge: int | None = Field(None, ge=1)
@@ -173,4 +175,27 @@ class EGRPOPlan:
         return IterationPlan(self.sigmas, tuple(rollouts), anchor=make_transitions(c.num_steps))
 
 
-register(MethodSpec("egrpo", EGRPOMethod, EGRPOPlan, "E-GRPO"))
+def active_label(active: str | Sequence[int]) -> str:
+    """A set of trained steps as a table row names it: `first 8 steps`, `all steps`, `steps [0, 3]`."""
+    if not isinstance(active, str):
+        return f"steps {list(active)}"
+    preset = re.fullmatch(r"(first|second)(\d+)", active)
+    return f"{preset[1]} {preset[2]} steps" if preset else f"{active} steps"
+
+
+def tau_label(tau: float) -> str:
+    return "tau = 0 (no merging)" if tau == 0 else f"tau = {tau:.1f}" if round(tau, 1) == tau else f"tau = {tau:g}"
+
+
+def merge_label(fixed_merge: int | None) -> str:
+    return "adaptive" if fixed_merge is None else f"fixed {fixed_merge}-step merge"
+
+
+# the paper's ablation tables of E-GRPO's fields (Tables 2-4), and Table 4 as a plot
+EGRPO_AXES = (
+    Axis("fixed_merge", "table2_merge", "Table 2: fixed vs adaptive merge length (E-GRPO)", merge_label),
+    Axis("active", "table3_steps", "Table 3: which steps are trained (E-GRPO)", active_label),
+    Axis("tau", "table4_tau", "Table 4: entropy threshold tau (E-GRPO)", tau_label, figure="tau_ablation",
+         xlabel="entropy threshold tau"),
+)
+register(MethodSpec("egrpo", EGRPOMethod, EGRPOPlan, "E-GRPO", axes=EGRPO_AXES))

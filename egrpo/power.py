@@ -6,7 +6,7 @@ times its interval's half-width, and the seeds at which a difference between two
 resolved or bounded below `fraction` of the mean gain. The budget follows from the variance, not
 from which method wins.
 
-    python -m egrpo.power --configfile config/config.yaml config/world_study.yaml [--workdir DIR] [--prompts N ...]
+    egrpo power --configfile config/config.yaml config/world_study.yaml [--workdir DIR] [--prompts N ...]
 
 With --prompts, also on larger test sets drawn like the measured one (the per-seed and per-prompt
 variance components carry over): whether a richer prompt set would meet a bar that seeds alone cannot.
@@ -16,14 +16,11 @@ same verdict and the seeds at which that chance would be 90% (egrpo.verdicts).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import yaml
 
-from .config import deep_merge
 from .experiment import BASE_EVAL_CSV, EVAL_CSV, RUN_LOG, Experiment
 from .report import Tables
 from .stats import projected_half_width, seeds_for
@@ -69,29 +66,10 @@ def power_table(tables: Tables, *, ratio: float = 5.0, fraction: float = 0.25,
     return "\n".join(lines) + f"\n\nmean gain over the base: {bound / fraction:.4f}\n"
 
 
-def load_tables(configfiles: list[str], workdir: Path) -> Tables:
-    config: dict = {}
-    for f in configfiles:
-        config = deep_merge(config, yaml.safe_load(Path(f).read_text()))
-    exp = Experiment(config)
+def load_tables(configfiles: list[str], workdir: Path = Path(".")) -> Tables:
+    """The tables of a finished run of these config files (merged in order) with its results under `workdir`."""
+    exp = Experiment.from_files(configfiles)
     fmt = lambda pattern, r: workdir / pattern.format(setting=r.setting, method=r.method,  # noqa: E731
                                                        variant=r.variant, seed=r.seed)
     return Tables(exp, {r: fmt(EVAL_CSV, r) for r in exp.runs}, workdir / BASE_EVAL_CSV,
                   {r: fmt(RUN_LOG, r) for r in exp.runs})
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configfile", nargs="+", required=True, help="the configs the run used, in order")
-    p.add_argument("--workdir", default=".", help="where its results/ are")
-    p.add_argument("--ratio", type=float, default=5.0, help="a gain's bar: this many half-widths")
-    p.add_argument("--fraction", type=float, default=0.25, help="a difference's bound: this fraction of the mean gain")
-    p.add_argument("--prompts", type=int, nargs="*", default=[],
-                   help="also project onto these test-set sizes (a larger test set drawn like the measured one)")
-    args = p.parse_args()
-    print(power_table(load_tables(args.configfile, Path(args.workdir)), ratio=args.ratio, fraction=args.fraction,
-                      prompts=args.prompts))
-
-
-if __name__ == "__main__":
-    main()

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import paper
-from .experiment import AXES, MAIN, Experiment, Run
+from .experiment import MAIN, Experiment, Run
 from .methods import display_name
 from .stats import Comparison, chain_verdict, compare, compare_seeds, crossed_interval, per_prompt
 from .verdicts import Claim, decide, frame
@@ -103,7 +103,7 @@ class Tables:
 
     def __init__(self, exp: Experiment, eval_csvs: dict[Run, Path], base_csv: Path, logs: dict[Run, Path]):
         self.exp = exp
-        self.metrics = list(exp.config["metrics"])
+        self.metrics = list(exp.metrics)
         self.scores = load_scores(eval_csvs, self.metrics)
         self.base, self.samples = load_base(base_csv, self.metrics)
         self.logs = logs
@@ -112,14 +112,14 @@ class Tables:
 
     def key_metric(self, setting: str) -> str:
         """The metric of the setting's first training reward (HPS in both of the paper's settings)."""
-        trained = self.exp.settings[setting]["names"][0]
-        for label, reward in self.exp.config["metrics"].items():
+        trained = self.exp.settings[setting].names[0]
+        for label, reward in self.exp.metrics.items():
             if reward == trained:
                 return label
         return self.metrics[0]
 
     def compute(self, setting: str, method: str, variant: str = MAIN) -> list[Compute]:
-        reward = self.exp.settings[setting]["names"][0]
+        reward = self.exp.settings[setting].names[0]
         return [Compute.from_log(self.logs[r], reward) for r in self.exp.runs
                 if (r.setting, r.method, r.variant) == (setting, method, variant)]
 
@@ -138,7 +138,7 @@ class Tables:
 
     def table1(self, setting: str) -> tuple[pd.DataFrame, list]:
         exp, key = self.exp, self.key_metric(setting)
-        ref = paper.TABLE1.get(setting) if exp.config.get("compare_paper") else None
+        ref = paper.TABLE1.get(setting) if exp.compare_paper else None
         rows = [self.row(display_name("base"), self.base, (ref or {}).get("base"))]
         gains, computes = {}, {}
         for m in exp.methods:
@@ -171,7 +171,7 @@ class Tables:
         the cheapest method's whole run: seed-paired intervals (the methods saw different prompts there)."""
         if not all(c.probes and c.probes[0] for cs in computes.values() for c in cs):
             return ["reward at equal compute: n/a (runs logged no probe rewards; train.probe is off)"]
-        reward = self.exp.settings[setting]["names"][0]
+        reward = self.exp.settings[setting].names[0]
         budget = min(np.mean([c.passes for c in cs]) for cs in computes.values())
         at = {m: [c.at_budget(budget) for c in cs] for m, cs in computes.items()}
         for rec in rows[1:]:
@@ -185,19 +185,19 @@ class Tables:
             notes.append(self.record(f"table1_{setting}", "equal compute", f"training {reward}", c, "compute"))
         return notes
 
-    def ablation(self, axis) -> tuple[pd.DataFrame, list]:
-        exp, s = self.exp, self.exp.ablation_setting
+    def ablation(self, method: str, axis) -> tuple[pd.DataFrame, list]:
+        exp, s = self.exp, self.exp.ablations.setting
         key = self.key_metric(s)
-        ref_table = paper.ABLATIONS[axis.key] if exp.config.get("compare_paper") else {}
+        ref_table = paper.ABLATIONS.get(method, {}).get(axis.key, {}) if exp.compare_paper else {}
         rows, notes = [], []
-        main = self.scores[(s, "egrpo", MAIN)]
-        rows_spec = exp.table_rows(axis)
+        main = self.scores[(s, method, MAIN)]
+        rows_spec = exp.table_rows(method, axis)
         main_label = next(label for variant, label, _ in rows_spec if variant.name == MAIN)
         for variant, label, x in rows_spec:
-            values = self.scores[(s, "egrpo", variant.name)]
+            values = self.scores[(s, method, variant.name)]
             rec = self.row(label, values, ref_table.get(x))
             rec["x"] = "adaptive" if x is None else x
-            compute = self.compute(s, "egrpo", variant.name)
+            compute = self.compute(s, method, variant.name)
             rec["passes"] = float(np.mean([c.passes for c in compute]))
             rec["wall_s"] = float(np.mean([c.wall_s for c in compute]))
             rows.append(rec)
@@ -208,7 +208,7 @@ class Tables:
 
     # ---- writing ------------------------------------------------------------------------------
     def common_notes(self) -> list[str]:
-        scales = self.exp.config.get("metric_scales", {})
+        scales = self.exp.metric_scales
         seeds = ("one training seed: intervals cover test prompts only" if self.one_seed else
                  f"{len(self.exp.seeds)} training seeds x {self.base[self.metrics[0]].shape[1]} test prompts")
         return [f"mean ± half-width of the 95% interval over training seeds and test prompts ({seeds}; "
@@ -226,9 +226,9 @@ class Tables:
     def write(self, table: pd.DataFrame, notes: list, stem: Path, title: str) -> None:
         stem.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(stem.with_suffix(".csv"), index=False)
-        disp = render(table, self.metrics, bool(self.exp.config.get("compare_paper")))
+        disp = render(table, self.metrics, self.exp.compare_paper)
         md = [f"# {title}", "", disp.to_markdown(index=False), "", *[f"- {n}" for n in self.common_notes() + notes]]
-        if self.exp.config.get("compare_paper"):
+        if self.exp.compare_paper:
             md.append("- paper: the value reported in arXiv 2601.00423; Δ = reproduced - paper")
         stem.with_suffix(".md").write_text("\n".join(md) + "\n")
         stem.with_suffix(".tex").write_text(disp.to_latex(index=False, escape=True, caption=title))
@@ -238,8 +238,7 @@ class Tables:
         each table's claims together."""
         self.claims = []
         built = [(f"table1_{s}", f"Table 1 ({s}): main results", *self.table1(s)) for s in self.exp.settings]
-        if "egrpo" in self.exp.methods:
-            built += [(axis.stem, axis.title, *self.ablation(axis)) for axis in AXES]
+        built += [(axis.stem, axis.title, *self.ablation(method, axis)) for method, axis in self.exp.tables]
         decide(self.claims)
         return built
 

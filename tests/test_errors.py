@@ -185,33 +185,48 @@ def protocol_unknown_reward(env):
         "metrics.hps"
 
 
+def _variance_spec(env, name, run=None, **changes):
+    """A Fig. 1a spec (what the DAG writes to results/configs/variance.json) with `changes`."""
+    run = run or {**json.loads((env["dir"] / "run" / "config.json").read_text()),
+                  "method": {"name": "egrpo", "num_steps": 8, "group_size": 4, "active": "first4", "granularities": [1]}}
+    spec = {"run": run, "prompts": str(env["dir"] / "p.txt"), "metric": {"reward": "brightness"}, **changes}
+    path = env["dir"] / f"{name}.json"
+    path.write_text(json.dumps(spec))
+    return ["variance", "--config", str(path), "--out", str(env["dir"] / "v.csv")]
+
+
+def variance_not_merging(env):
+    run = json.loads((env["dir"] / "run" / "config.json").read_text())  # a DanceGRPO run config
+    return _variance_spec(env, "v_dance", run=run), "E-GRPO"
+
+
 def variance_bad_group(env):
-    return ["variance", "--config", str(env["dir"] / "run" / "config.json"), "--prompts", str(env["dir"] / "p.txt"),
-            "--metric", '{"reward": "brightness"}', "--group-size", "1", "--out", str(env["dir"] / "v.csv")], "E-GRPO"
+    return _variance_spec(env, "v_group", group_size=1), "group_size"
 
 
 def variance_bad_metric(env):
-    cfg = env["dir"] / "egrpo.json"
-    raw = json.loads((env["dir"] / "run" / "config.json").read_text())
-    raw["method"] = {"name": "egrpo", "num_steps": 8, "group_size": 4, "active": "first4", "granularities": [1]}
-    cfg.write_text(json.dumps(raw))
-    return ["variance", "--config", str(cfg), "--prompts", str(env["dir"] / "p.txt"), "--metric", "{reward",
-            "--out", str(env["dir"] / "v.csv")], "--metric"
+    return _variance_spec(env, "v_metric", metric={"reward": "brightnes"}), "metric.reward"
 
 
 def entropy_bad_steps(env):
-    return ["entropy", "--steps", "0", "--out", str(env["dir"] / "h.csv")], "--steps"
+    return ["entropy", "--set", "method.num_steps=0", "--out", str(env["dir"] / "h.csv")], "method.num_steps"
 
 
 def world_build_bad_steps(env):
-    return ["world", "build", "--out", str(env["dir"] / "w"), "--critic-steps", "0"], "--critic-steps"
+    return ["world", "build", "--out", str(env["dir"] / "w"), "--set", "critic_steps=0"], "critic_steps"
+
+
+def set_yaml11_boolean(env):
+    """YAML 1.1's `yes` is not read as 1 (nor `off` as 0): values are YAML 1.2."""
+    return _train(env, _config(env, "yb"), "--set", "train.iterations=yes"), "train.iterations"
 
 
 CASES = [prompt_missing, prompt_empty, prompt_not_utf8, prompt_unknown_suffix, unknown_reward, config_yaml_syntax,
          set_yaml_syntax, set_section_to_scalar, config_is_a_list, checkpoint_truncated, checkpoint_empty,
          checkpoint_corrupt, checkpoint_index_not_metadata, model_config_corrupt, model_weights_corrupt,
          trained_weights_do_not_fit, protocol_not_json, protocol_unknown_sampler_key, protocol_unknown_reward,
-         variance_bad_group, variance_bad_metric, entropy_bad_steps, world_build_bad_steps]
+         variance_not_merging, variance_bad_group, variance_bad_metric, entropy_bad_steps, world_build_bad_steps,
+         set_yaml11_boolean]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])

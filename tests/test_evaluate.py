@@ -1,12 +1,11 @@
-from dataclasses import replace
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from egrpo.errors import ConfigError
-from egrpo.evaluate import EvalSpec, bootstrap_ci, evaluate, summarise
+from egrpo.config import load_spec
+from egrpo.evaluate import EvalSpec, Protocol, bootstrap_ci, evaluate, summarise
 from egrpo.rewards import build_reward
 
 PROMPTS = ["a red circle", "a blue square", "a green star", "a cat", "a dog"]
@@ -31,19 +30,19 @@ def test_several_samples_per_prompt(backbone, tmp_path):
     spec = EvalSpec(num_steps=3, height=64, width=64, batch=4, seed=7)
     metrics = {"bright": build_reward("brightness")}
     one = evaluate(backbone, PROMPTS, metrics, spec)
-    three = evaluate(backbone, PROMPTS, metrics, replace(spec, samples=3), image_dir=tmp_path)
+    three = evaluate(backbone, PROMPTS, metrics, spec.model_copy(update={"samples": 3}), image_dir=tmp_path)
     assert list(three.prompt_index) == [k for k in range(5) for _ in range(3)] and three.seed.nunique() == 15
     first = three[three["sample"] == 0].reset_index(drop=True)
     pd.testing.assert_frame_equal(first, one, check_exact=False, atol=1e-5, rtol=1e-5)
     assert not np.allclose(three.bright[three["sample"] == 1], one.bright)  # other seeds, other images
-    shards = pd.concat([evaluate(backbone, PROMPTS, metrics, replace(spec, samples=3), rank=r, world=2) for r in range(2)])
+    shards = pd.concat([evaluate(backbone, PROMPTS, metrics, spec.model_copy(update={"samples": 3}), rank=r, world=2) for r in range(2)])
     shards = shards.sort_values(["prompt_index", "sample"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(three, shards, check_exact=False, atol=1e-5, rtol=1e-5)
     assert len(list(tmp_path.iterdir())) == 15 and (tmp_path / "00004.2.png").exists()
     row = summarise(three, ["bright"]).iloc[0]
     assert row["n"] == 5 and np.isclose(row["mean"], three.bright.mean())
-    with pytest.raises(ConfigError, match="samples"):
-        EvalSpec.from_dict({"samples": 0})
+    with pytest.raises(ConfigError, match="sampler.samples"):
+        load_spec(Protocol, overrides=["prompts=p.txt", "metrics={}", "sampler.samples=0"])
 
 
 def test_summary_has_bootstrap_ci():
@@ -55,15 +54,16 @@ def test_summary_has_bootstrap_ci():
 
 
 def test_evaluate_cli_writes_per_image_csv(tiny_flux_dir, tmp_path):
-    import json
     import subprocess
     import sys
 
     (tmp_path / "p.txt").write_text("\n".join(PROMPTS))
-    r = subprocess.run([sys.executable, "-m", "egrpo", "evaluate", "--model", str(tiny_flux_dir), "--prompts",
-                        str(tmp_path / "p.txt"), "--metrics", json.dumps({"hps": {"reward": "brightness"}}),
-                        "--sampler", json.dumps({"num_steps": 3, "height": 64, "width": 64}),
-                        "--out", str(tmp_path / "e.csv")], capture_output=True, text=True, timeout=300)
+    # no protocol file: the protocol from --set alone, the sampler's other keys its defaults
+    sets = [f"prompts={tmp_path / 'p.txt'}", "metrics={hps: {reward: brightness}}", "sampler.num_steps=3",
+            "sampler.height=64", "sampler.width=64"]
+    r = subprocess.run([sys.executable, "-m", "egrpo", "evaluate", "--model", str(tiny_flux_dir),
+                        *[a for kv in sets for a in ("--set", kv)], "--out", str(tmp_path / "e.csv")],
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     df = pd.read_csv(tmp_path / "e.csv")
     assert list(df.columns) == ["prompt_index", "sample", "prompt", "seed", "hps"] and len(df) == 5

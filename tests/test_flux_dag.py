@@ -55,7 +55,7 @@ def test_training_ran_as_on_the_cluster_and_changed_every_run(flux_dag):
     runs = sorted((work / "results" / "runs").glob("*/*/*/seed0"))
     config = deep_merge(yaml.safe_load((ROOT / "config" / "flux.yaml").read_text()), overlay)
     # every run the file declares (2 settings x 3 methods + each E-GRPO ablation row), one seed, and no other
-    assert {str(r.relative_to(work)) for r in runs} == {r.dir for r in Experiment(config).runs}
+    assert {str(r.relative_to(work)) for r in runs} == {r.dir for r in Experiment.load(config).runs}
     for run in runs:
         prov = json.loads((run / "provenance.json").read_text())
         assert prov["processes"] == 2  # torchrun --nproc-per-node 2

@@ -44,7 +44,7 @@ def test_dry_run_default_config(tmp_path):
     # one job per (setting, method, variant) the config declares (2 settings x 3 methods + the E-GRPO
     # ablation rows), each training every seed (group_seeds) and evaluating its runs (eval.with_training);
     # each from its own resolved run config
-    n = len(Experiment(yaml.safe_load((ROOT / "config/config.yaml").read_text())).configurations)
+    n = len(Experiment.load(yaml.safe_load((ROOT / "config/config.yaml").read_text())).configurations)
     assert n >= 6 + 3 and counts["train"] == n and counts["run_config"] == n and "evaluate_run" not in counts
     assert counts["world_build"] == 1 and counts["world_pretrain"] == 1 and counts["evaluate_base"] == 1
     assert counts["tables"] == 1 and counts["figures"] == 1
@@ -80,7 +80,11 @@ def _bad_config(tmp_path, base, edit, name="bad.yaml"):
 
 
 @pytest.mark.parametrize("base,edit,named", [
+    ("config/config.yaml", lambda c: c.update(trainig=c.pop("training")), "trainig: unknown key (did you mean training?)"),
     ("config/config.yaml", lambda c: c.update(seeds=[-1]), "seeds"),
+    ("config/config.yaml", lambda c: c.update(seeds=[0, 0]), "seeds: seed 0 twice"),
+    ("config/config.yaml", lambda c: c["ablations"]["methods"]["egrpo"].update(tau=[2.2]), "ablations.methods.egrpo.tau"),
+    ("config/config.yaml", lambda c: c["world"].update(critic_steps=0), "world.critic_steps"),
     ("config/config.yaml", lambda c: c["training"]["optim"].update(lr=-1.0), "training.optim.lr"),
     ("config/config.yaml", lambda c: c["settings"]["hps"].update(names=["world_preferance"]), "settings.hps.names[0]"),
     ("config/config.yaml", lambda c: c["metrics"].update(clip="world_alignmnt"), "metrics.clip"),
@@ -92,9 +96,21 @@ def _bad_config(tmp_path, base, edit, name="bad.yaml"):
     ("config/flux.yaml", lambda c: c["gpus"].update(train=16), "gpus.train"),
 ])
 def test_config_errors_are_reported_before_any_job(tmp_path, base, edit, named):
+    """From the driver, as from a job: one line naming the key (not the schema and the whole config)."""
     r = smk(tmp_path, "-n", "--configfile", str(_bad_config(tmp_path, base, edit)), check=False)
-    out = r.stderr + r.stdout
-    assert r.returncode != 0 and named in out and "Job stats" not in out, out[-1500:]
+    lines = (r.stderr + r.stdout).strip().splitlines()
+    assert r.returncode != 0 and len(lines) == 1 and named in lines[0], lines[-20:]
+
+
+def test_a_method_with_ablations_of_its_own(tmp_path):
+    """The ablated methods are data: ablating DanceGRPO's noise level plans its variant runs and a table
+    of their own beside E-GRPO's, and nothing of the other methods changes."""
+    config = _bad_config(tmp_path, "config/config.yaml",
+                         lambda c: c["ablations"]["methods"].update(dancegrpo={"eta": [0.5, 0.7]}), "dance.yaml")
+    out = smk(tmp_path, "-n", "-p", "--configfile", str(config)).stdout
+    default = job_counts(smk(tmp_path, "-n", "--configfile", str(ROOT / "config/config.yaml")).stdout)
+    assert job_counts(out)["train"] == default["train"] + 2
+    assert "results/runs/hps/dancegrpo/eta-0.5/seed{seed}" in out and "results/tables/ablation_dancegrpo_eta.md" in out
 
 
 FAKE_SBATCH = """#!/usr/bin/env bash

@@ -43,9 +43,11 @@ def test_each_scorer_ranks_matching_pairs_above_mismatched():
 
 def test_tiny_pretraining_yields_a_loadable_flux_model(tmp_path):
     from egrpo.flux import FluxBackbone
-    from egrpo.world.pretrain import PretrainConfig, pretrain
+    from egrpo.world.pretrain import pretrain
+    from egrpo.world.spec import WorldSpec
 
-    out = pretrain(tmp_path / "base", PretrainConfig(n_images=32, vae_steps=2, flow_steps=2), log=lambda *_: None)
+    spec = WorldSpec(pretrain={"images": 32, "vae_steps": 2, "flow_steps": 2})
+    out = pretrain(tmp_path / "base", spec, log=lambda *_: None)
     bb = FluxBackbone.from_pretrained(out, max_sequence_length=10)
     assert bb.latent_channels == 8 and bb.packed_shape(32, 32) == (16, 32)
     cfg = bb.pipe.vae.config

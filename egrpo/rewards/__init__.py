@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Annotated, Callable, Protocol, Sequence
+
+from pydantic import AfterValidator
 
 from ..errors import ConfigError, NonFiniteRewardError, WeightsMissingError
 
@@ -84,6 +86,16 @@ def reward_spec(name: str, key: str = "rewards.names") -> RewardSpec:
     if name not in REWARDS:
         raise ConfigError(f"{key}: unknown reward {name!r} (registered: {', '.join(sorted(REWARDS))})")
     return REWARDS[name]
+
+
+def _registered(name: str) -> str:
+    if name not in REWARDS:
+        raise ValueError(f"unknown reward {name!r} (registered: {', '.join(sorted(REWARDS))})")
+    return name
+
+
+# a spec field holding a reward's name: an unknown one is an error naming the field
+RewardName = Annotated[str, AfterValidator(_registered)]
 
 
 def missing_options(name: str, options: dict | None) -> list[str]:

@@ -9,9 +9,10 @@ import torch
 
 from .scorers import train_attribute_net
 from .shapes import ALL_CAPTIONS, TEST_CAPTIONS, TRAIN_CAPTIONS, make_dataset
+from .spec import WorldSpec
 
 
-def build_world(out: str | Path, *, seed: int = 0, critic_steps: int = 300, critic_images: int = 3000) -> Path:
+def build_world(out: str | Path, spec: WorldSpec = WorldSpec()) -> Path:
     """out/prompts_train, out/prompts_test (`datasets` saved to disk, columns prompt/color/shape/
     position/held_out), out/critic.pt (the fidelity critic, trained on renders of all 72 captions:
     it is an evaluator of the world, not the generator, so it sees the held-out combinations)."""
@@ -24,10 +25,10 @@ def build_world(out: str | Path, *, seed: int = 0, critic_steps: int = 300, crit
             "prompt": [c.text for c in caps], "color": [c.color for c in caps], "shape": [c.shape for c in caps],
             "position": [c.position for c in caps], "held_out": [c.held_out for c in caps],
         }).save_to_disk(str(out / f"prompts_{split}"))
-    images, idx = make_dataset(ALL_CAPTIONS, critic_images, 32, seed + 1)
-    net = train_attribute_net(images, [ALL_CAPTIONS[k].text for k in idx], steps=critic_steps, seed=seed)
+    images, idx = make_dataset(ALL_CAPTIONS, spec.critic_images, 32, spec.seed + 1)
+    net = train_attribute_net(images, [ALL_CAPTIONS[k].text for k in idx], steps=spec.critic_steps, seed=spec.seed)
     torch.save(net.state_dict(), out / "critic.pt")
     (out / "world.json").write_text(json.dumps({
         "train_prompts": len(TRAIN_CAPTIONS), "test_prompts": len(TEST_CAPTIONS),
-        "held_out_test_prompts": sum(c.held_out for c in TEST_CAPTIONS), "seed": seed}, indent=2))
+        "held_out_test_prompts": sum(c.held_out for c in TEST_CAPTIONS), "seed": spec.seed}, indent=2))
     return out

@@ -3,12 +3,11 @@ averaged over the evaluation samples), split by seen / held-out captions, a grid
 and per setting a table of every method's test scores as mean +- std over training seeds next to
 the base model.
 
-    python -m egrpo.world.evidence [RESULTS_DIR] [--grid docs/world_base_grid.png]
+    egrpo world evidence [RESULTS_DIR] [--grid docs/world_base_grid.png]
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -70,13 +69,10 @@ def seed_table(res: Path, setting: str, prompts: list[str]) -> str:
     return "\n".join(lines)
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("results", nargs="?", default="results")
-    p.add_argument("--grid", default=None)
-    args = p.parse_args()
+def report(results: Path = Path("results"), grid: Path | None = None) -> None:
+    """Print each model's attribute accuracy and every setting's seed table; save the base grid to `grid`."""
     prompts = [c.text for c in TEST_CAPTIONS]
-    res = Path(args.results)
+    res = Path(results)
     rows = {"base": res / "eval/base_images"}
     for run in sorted((res / "eval/hps").glob("*/main/seed0_images")):
         rows[run.parts[-3]] = run
@@ -85,11 +81,7 @@ def main():
         print(label, " ".join(f"{k} {v:.3f}" for k, v in acc.items()))
     for setting in sorted(p.name for p in (res / "eval").iterdir() if p.is_dir() and not p.name.endswith("_images")):
         print(f"\n{setting}:\n" + seed_table(res, setting, prompts))
-    if args.grid:
+    if grid:
         import torchvision
 
-        torchvision.utils.save_image(load_images(rows["base"], len(prompts)), args.grid, nrow=12, padding=1)
-
-
-if __name__ == "__main__":
-    main()
+        torchvision.utils.save_image(load_images(rows["base"], len(prompts)), grid, nrow=12, padding=1)

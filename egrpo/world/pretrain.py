@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from ..flux import FluxBackbone
 from ..tiny_flux import TinyFluxSpec, build_tiny_flux
 from .shapes import TRAIN_CAPTIONS, WORDS, make_dataset
+from .spec import PretrainSpec, WorldSpec
 
 
 def world_spec(seed: int = 0) -> TinyFluxSpec:
@@ -32,22 +33,7 @@ def world_spec(seed: int = 0) -> TinyFluxSpec:
     )
 
 
-@dataclass(frozen=True)
-class PretrainConfig:
-    size: int = 32
-    n_images: int = 4000
-    vae_steps: int = 1200
-    vae_batch: int = 16
-    vae_lr: float = 3e-3
-    flow_steps: int = 2000
-    flow_batch: int = 64
-    flow_lr: float = 1e-3
-    caption_dropout: float = 0.1
-    seed: int = 0
-    spec: TinyFluxSpec = field(default_factory=world_spec)
-
-
-def train_vae(vae, images: torch.Tensor, cfg: PretrainConfig, g: torch.Generator) -> float:
+def train_vae(vae, images: torch.Tensor, cfg: PretrainSpec, g: torch.Generator) -> float:
     vae.train().requires_grad_(True)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     loss = torch.zeros(())
@@ -69,7 +55,7 @@ def encode_latents(vae, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
     return torch.cat([vae.encode(images[k:k + batch] * 2 - 1).latent_dist.mean for k in range(0, len(images), batch)])
 
 
-def train_flow(bb: FluxBackbone, latents: torch.Tensor, cap_idx: torch.Tensor, embeds, empty, cfg: PretrainConfig,
+def train_flow(bb: FluxBackbone, latents: torch.Tensor, cap_idx: torch.Tensor, embeds, empty, cfg: PretrainSpec,
                g: torch.Generator) -> float:
     tr = bb.transformer
     tr.train().requires_grad_(True)
@@ -97,13 +83,13 @@ def train_flow(bb: FluxBackbone, latents: torch.Tensor, cap_idx: torch.Tensor, e
     return float(loss.detach())
 
 
-def pretrain(out: str | Path, cfg: PretrainConfig = PretrainConfig(), log=print) -> Path:
+def pretrain(out: str | Path, spec: WorldSpec = WorldSpec(), log=print) -> Path:
     """Train VAE then transformer; save a Flux-format directory at `out` (+ pretrain.json)."""
-    out = Path(out)
-    torch.manual_seed(cfg.seed)
-    g = torch.Generator().manual_seed(cfg.seed)
-    images, idx = make_dataset(TRAIN_CAPTIONS, cfg.n_images, cfg.size, cfg.seed)
-    pipe = build_tiny_flux(cfg.spec)
+    out, cfg, arch = Path(out), spec.pretrain, world_spec()
+    torch.manual_seed(spec.seed)
+    g = torch.Generator().manual_seed(spec.seed)
+    images, idx = make_dataset(TRAIN_CAPTIONS, cfg.images, cfg.size, spec.seed)
+    pipe = build_tiny_flux(arch)
     t0 = time.perf_counter()
     vae_loss = train_vae(pipe.vae, images, cfg, g)
     t1 = time.perf_counter()
@@ -112,14 +98,15 @@ def pretrain(out: str | Path, cfg: PretrainConfig = PretrainConfig(), log=print)
     shift, std = float(z.mean()), float(z.std())
     pipe.vae.register_to_config(shift_factor=shift, scaling_factor=1.0 / std)
     latents = (z - shift) / std
-    bb = FluxBackbone(pipe, device="cpu", dtype="fp32", max_sequence_length=cfg.spec.max_text_len)
+    bb = FluxBackbone(pipe, device="cpu", dtype="fp32", max_sequence_length=arch.max_text_len)
     embeds = bb.encode_prompts([c.text for c in TRAIN_CAPTIONS])
     empty = bb.encode_prompts([""])
     flow_loss = train_flow(bb, latents, torch.tensor(idx), embeds, empty, cfg, g)
     t2 = time.perf_counter()
     log(f"transformer: {cfg.flow_steps} steps, final flow loss {flow_loss:.4f}, {t2 - t1:.0f}s")
     pipe.save_pretrained(out, safe_serialization=True)
-    meta = {"config": asdict(cfg), "vae_loss": vae_loss, "flow_loss": flow_loss, "vae_seconds": t1 - t0,
-            "flow_seconds": t2 - t1, "latent_shift": shift, "latent_std": std}
+    meta = {"world": spec.model_dump(mode="json"), "architecture": asdict(arch), "vae_loss": vae_loss,
+            "flow_loss": flow_loss, "vae_seconds": t1 - t0, "flow_seconds": t2 - t1, "latent_shift": shift,
+            "latent_std": std}
     (out / "pretrain.json").write_text(json.dumps(meta, indent=2, default=str))
     return out

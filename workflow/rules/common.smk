@@ -1,10 +1,9 @@
 import json
 import re
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
-
-validate(config, schema="../schemas/config.schema.yaml")
 
 try:
     from egrpo.errors import ConfigError
@@ -16,16 +15,17 @@ except ImportError as e:
     ) from None
 
 # The whole config is checked here, before any job: every run config resolved, every reward and metric
-# in the registry, every input key a job needs present (files are checked when a job starts).
-EXP = Experiment(config)
+# in the registry, every input key a job needs present (files are checked when a job starts). An error
+# is one line naming the key (sys.exit: Snakemake prints the message alone).
 try:
-    EXP.check()
+    EXP = Experiment.load(config)
 except ConfigError as e:
-    raise ValueError(f"config error: {e}") from None
+    sys.exit(str(e))
+# the JSON schema is generated from the same model (egrpo schema), so this agrees; it keeps the schema honest
+validate(config, schema="../schemas/config.schema.yaml", set_default=False)
 
-WORLD = "world" in config
+WORLD = EXP.world is not None
 SEEDS = [str(s) for s in EXP.seeds]
-GPUS = {"train": 1, "eval": 1, **config.get("gpus", {})}
 CONFIGURATIONS = EXP.configurations  # (setting, method, variant), seeds aside
 MAIN_FIRST_SEED = [(s, m) for s, m, v in CONFIGURATIONS if v == MAIN]
 
@@ -33,7 +33,7 @@ MAIN_FIRST_SEED = [(s, m) for s, m, v in CONFIGURATIONS if v == MAIN]
 wildcard_constraints:
     setting="|".join(map(re.escape, EXP.settings)),
     method="|".join(map(re.escape, EXP.methods)),
-    variant="|".join(re.escape(v.name) for v in EXP.variants),
+    variant="|".join(re.escape(v) for v in dict.fromkeys(v for _, _, v in CONFIGURATIONS)),
     seed=r"\d+",
 
 
@@ -43,13 +43,14 @@ RUN_WEIGHTS = f"{RUN_DIR}/final/trainable.safetensors"
 EVAL_SUMMARY = "results/eval/{setting}/{method}/{variant}/seed{seed}.summary.csv"
 EVAL_IMAGES = "results/eval/{setting}/{method}/{variant}/seed{seed}_images"
 EVAL_PROTOCOL = "results/configs/eval.json"
-ABLATION_MAIN_CONFIG = RUN_CONFIG.format(setting=EXP.ablation_setting, method="egrpo", variant=MAIN)
-TABLES = [f"table1_{s}" for s in EXP.settings] + (
-    ["table2_merge", "table3_steps", "table4_tau"] if "egrpo" in EXP.methods else []
-)
-FIGURES = ["fig1b_entropy", "fig1a_variance", "fig4_reward_curves", "fig5_qualitative"] + (
-    ["tau_ablation"] if "egrpo" in EXP.methods else []
-)
+WORLD_SPEC = "results/configs/world.json"
+VARIANCE_SPEC = "results/configs/variance.json"
+TABLES = [f"table1_{s}" for s in EXP.settings] + [axis.stem for _, axis in EXP.tables]
+# Figs. 1a-1b show how the first method with E-GRPO's merging merges (no such method, no such figures)
+FIGURES = (["fig1b_entropy", "fig1a_variance"] if EXP.merge_method else []) + [
+    "fig4_reward_curves",
+    "fig5_qualitative",
+] + [axis.figure for _, axis in EXP.tables if axis.figure]
 
 
 def dag_made(*paths):
@@ -59,25 +60,21 @@ def dag_made(*paths):
 
 
 def model_input():
-    return dag_made(config["inputs"]["model"])
+    return dag_made(EXP.inputs.model)
 
 
 def prompt_input(split):
-    return dag_made(config["inputs"]["prompts"][split])
+    return dag_made(getattr(EXP.inputs.prompts, split))
 
 
 def model_path(wildcards):
     """The base model directory a job loads (an input of the job when the DAG writes it)."""
-    return config["inputs"]["model"]
-
-
-def test_prompts_path(wildcards):
-    return config["inputs"]["prompts"]["test"]
+    return EXP.inputs.model
 
 
 def reward_inputs():
     """Reward weight files the DAG writes (the world's critic)."""
-    return dag_made(*(v for opts in (config["inputs"].get("rewards") or {}).values() for v in opts.values()))
+    return dag_made(*(v for opts in EXP.inputs.rewards.values() for v in opts.values()))
 
 
 def world_dir(wildcards, output):
@@ -96,6 +93,11 @@ def canonical(obj):
     return json.dumps(obj, sort_keys=True, indent=1)
 
 
+def spec_content(spec):
+    """A job's spec (a validated model) as the file it reads: every key resolved, defaults included."""
+    return canonical(spec.model_dump(mode="json"))
+
+
 # the configuration rules write their `content` param: a shell line, since Snakemake spawns each `run:`
 # job as a new Snakemake process that re-parses the workflow (~5 s a file on the path to pretraining)
 WRITE_CONTENT = "printf '%s\\n' {params.content:q} > {output} 2> {log}"
@@ -107,7 +109,7 @@ def run_config_params(wildcards):
 
 
 # group_seeds: one train job per (setting, method, variant) trains every seed in one process
-GROUP_SEEDS = config.get("group_seeds", False)
+GROUP_SEEDS = EXP.group_seeds
 TRAIN_JOB = "{setting}/{method}/{variant}/" + ("seeds" if GROUP_SEEDS else "seed{seed}")
 
 
@@ -144,7 +146,7 @@ def run_of(wildcards, input):
     return str(Path(input.final).parent.parent)
 
 
-EVAL_WITH_TRAINING = config["eval"].get("with_training", False)
+EVAL_WITH_TRAINING = EXP.eval.with_training
 
 
 def eval_in_train(kind):
@@ -168,11 +170,6 @@ def eval_in_train_flags(wildcards):
 def qualitative_runs(wildcards):
     return " ".join(f"--run {s}/{m}={RUN_DIR.format(setting=s, method=m, variant=MAIN, seed=SEEDS[0])}"
                     for s, m in MAIN_FIRST_SEED)
-
-
-def variance_settings():
-    v = {"limit": 8, "group_size": 16, **config.get("variance", {})}
-    return {"limit": v["limit"], "group_size": v["group_size"], "metric": json.dumps(EXP.variance_metric())}
 
 
 def caption(table):

@@ -5,7 +5,7 @@ rule eval_config:
     log:
         "logs/configs/eval.log",
     params:
-        content=canonical(EXP.eval_protocol()),
+        content=spec_content(EXP.eval_protocol()),
     conda:
         "../envs/egrpo.yaml"
     shell:
@@ -30,7 +30,7 @@ if not EVAL_WITH_TRAINING:  # else the train job writes these outputs itself
             "logs/benchmarks/eval/{setting}/{method}/{variant}/seed{seed}.tsv"
         threads: 1
         resources:
-            gpu=GPUS["eval"],
+            gpu=EXP.gpus.eval,
         conda:
             "../envs/egrpo.yaml"
         params:
@@ -57,7 +57,7 @@ rule evaluate_base:
     threads: 1
     priority: 1  # short: run it beside the training jobs, not after the last one
     resources:
-        gpu=GPUS["eval"],
+        gpu=EXP.gpus.eval,
     conda:
         "../envs/egrpo.yaml"
     params:
@@ -73,7 +73,7 @@ rule qualitative_prompts:
     log:
         "logs/qualitative_prompts.log",
     params:
-        content="\n".join(config.get("qualitative", {}).get("prompts", [])),
+        content="\n".join(EXP.qualitative.prompts),
     conda:
         "../envs/egrpo.yaml"
     shell:
@@ -96,7 +96,7 @@ rule qualitative_images:
     threads: 1
     priority: 1  # short: run it beside the training jobs, not after the last one
     resources:
-        gpu=GPUS["eval"],
+        gpu=EXP.gpus.eval,
     conda:
         "../envs/egrpo.yaml"
     params:
@@ -107,29 +107,43 @@ rule qualitative_images:
         "--protocol {input.protocol} --device auto --out {output} > {log} 2>&1"
 
 
-rule variance:
-    """Fig. 1a's quantity: reward spread of one SDE step per timestep, unmerged and merged, under the
-    main E-GRPO run's schedule, noise, merge rule and resolution."""
-    input:
-        config=ABLATION_MAIN_CONFIG,
-        model=model_input(),
-        prompts=prompt_input("test"),
-        rewards=reward_inputs(),
-    output:
-        "results/figures/variance.csv",
-    log:
-        "logs/variance.log",
-    benchmark:
-        "logs/benchmarks/variance.tsv"
-    threads: 1
-    priority: 1  # short: run it beside the training jobs, not after the last one
-    resources:
-        gpu=GPUS["eval"],
-    conda:
-        "../envs/egrpo.yaml"
-    params:
-        prompts=test_prompts_path,
-        v=variance_settings(),
-    shell:
-        "python -m egrpo variance --config {input.config} --prompts {params.prompts} --metric '{params.v[metric]}' "
-        "--limit {params.v[limit]} --group-size {params.v[group_size]} --device auto --out {output} > {log} 2>&1"
+if EXP.merge_method:  # Fig. 1a (its figure is planned only then)
+
+    localrules:
+        variance_config,
+
+    rule variance_config:
+        """Fig. 1a's spec: the main run config of the method with E-GRPO's merge rule, prompts, metric, budget."""
+        output:
+            VARIANCE_SPEC,
+        log:
+            "logs/configs/variance.log",
+        params:
+            content=spec_content(EXP.variance_spec()),
+        conda:
+            "../envs/egrpo.yaml"
+        shell:
+            WRITE_CONTENT
+
+    rule variance:
+        """Fig. 1a's quantity: reward spread of one SDE step per timestep, unmerged and merged, under the
+        main E-GRPO run's schedule, noise, merge rule and resolution."""
+        input:
+            spec=VARIANCE_SPEC,
+            model=model_input(),
+            prompts=prompt_input("test"),
+            rewards=reward_inputs(),
+        output:
+            "results/figures/variance.csv",
+        log:
+            "logs/variance.log",
+        benchmark:
+            "logs/benchmarks/variance.tsv"
+        threads: 1
+        priority: 1  # short: run it beside the training jobs, not after the last one
+        resources:
+            gpu=EXP.gpus.eval,
+        conda:
+            "../envs/egrpo.yaml"
+        shell:
+            "python -m egrpo variance --config {input.spec} --device auto --out {output} > {log} 2>&1"

@@ -20,11 +20,11 @@ rule tables:
 rule figures:
     """Figs. 1a, 1b, 4, 5-7 and the tau ablation plot, as PNG and PDF."""
     input:
-        variance="results/figures/variance.csv",
         logs=expand_runs(RUN_LOG),
         qualitative="results/qualitative/images",
         qualitative_prompts="results/qualitative/prompts.txt",
         tables=[f"results/tables/{t}.csv" for t in TABLES],
+        **({"variance": "results/figures/variance.csv"} if EXP.merge_method else {}),
     output:
         figures=[report(f"results/figures/{f}.png", caption=f"../report/{f}.rst", category="Figures") for f in FIGURES],
         pdf=[f"results/figures/{f}.pdf" for f in FIGURES],

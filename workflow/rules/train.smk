@@ -35,7 +35,7 @@ rule train:
         f"logs/benchmarks/train/{TRAIN_JOB}.tsv"
     threads: 1
     resources:
-        gpu=GPUS["train"],
+        gpu=EXP.gpus.train,
     conda:
         "../envs/egrpo.yaml"
     params:

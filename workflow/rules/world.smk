@@ -1,11 +1,29 @@
 # The embedded default world (config/config.yaml only): prompt sets, fidelity critic, base model.
 if WORLD:
 
-    rule world_build:
+    localrules:
+        world_config,
+
+    rule world_config:
+        """The world's settings as the file `egrpo world build` and `egrpo world pretrain` read."""
         output:
-            train=directory(config["inputs"]["prompts"]["train"]),
-            test=directory(config["inputs"]["prompts"]["test"]),
-            critic=config["inputs"]["rewards"]["world_fidelity"]["critic"],
+            WORLD_SPEC,
+        log:
+            "logs/configs/world.log",
+        params:
+            content=spec_content(EXP.world),
+        conda:
+            "../envs/egrpo.yaml"
+        shell:
+            WRITE_CONTENT
+
+    rule world_build:
+        input:
+            spec=WORLD_SPEC,
+        output:
+            train=directory(EXP.inputs.prompts.train),
+            test=directory(EXP.inputs.prompts.test),
+            critic=EXP.inputs.rewards["world_fidelity"]["critic"],
         log:
             "logs/world_build.log",
         benchmark:
@@ -16,15 +34,14 @@ if WORLD:
             "../envs/egrpo.yaml"
         params:
             out=world_dir,
-            seed=config["world"].get("seed", 0),
-            steps=config["world"].get("critic_steps", 300),
         shell:
-            "python -m egrpo world build --out {params.out} --seed {params.seed} "
-            "--critic-steps {params.steps} > {log} 2>&1"
+            "python -m egrpo world build --config {input.spec} --out {params.out} > {log} 2>&1"
 
     rule world_pretrain:
+        input:
+            spec=WORLD_SPEC,
         output:
-            directory(config["inputs"]["model"]),
+            directory(EXP.inputs.model),
         log:
             "logs/world_pretrain.log",
         benchmark:
@@ -32,11 +49,5 @@ if WORLD:
         threads: 8  # Snakemake caps it at --cores
         conda:
             "../envs/egrpo.yaml"
-        params:
-            vae=config["world"]["pretrain"]["vae_steps"],
-            flow=config["world"]["pretrain"]["flow_steps"],
-            images=config["world"]["pretrain"]["images"],
-            seed=config["world"].get("seed", 0),
         shell:
-            "python -m egrpo world pretrain --out {output} --vae-steps {params.vae} --flow-steps {params.flow} "
-            "--images {params.images} --seed {params.seed} > {log} 2>&1"
+            "python -m egrpo world pretrain --config {input.spec} --out {output} > {log} 2>&1"

@@ -12,23 +12,23 @@ from egrpo.methods import display_name  # noqa: E402
 from egrpo.report import Compute  # noqa: E402
 from egrpo.rewards import reward_spec  # noqa: E402
 
-exp = Experiment(snakemake.config)
+exp = Experiment.load(snakemake.config)
 out = {Path(p).stem: Path(p).with_suffix("") for p in snakemake.output.figures}
-metrics = exp.config["metrics"]
 
-figures.entropy_figure(out["fig1b_entropy"], exp.main if "egrpo" in exp.methods else exp.run_config(
-    exp.ablation_setting, exp.methods[0]).method)
-variance_reward = exp.variance_metric()["reward"]
-figures.variance_figure(Path(snakemake.input.variance), out["fig1a_variance"], reward_spec(variance_reward).title)
+if exp.merge_method:  # Figs. 1a-1b: the merge rule of its main run
+    figures.entropy_figure(out["fig1b_entropy"], figures.EntropySpec(method=exp.main_config(exp.merge_method).method))
+    variance_reward = exp.variance_spec().metric.reward
+    figures.variance_figure(Path(snakemake.input.variance), out["fig1a_variance"], reward_spec(variance_reward).title)
 
 # Fig. 4 on the first setting: each release's training-reward curve, and the probe against compute
 logs = dict(zip(exp.runs, snakemake.input.logs))
 setting = next(iter(exp.settings))
-reward = exp.settings[setting]["names"][0]
+reward = exp.settings[setting].names[0]
 curves = {m: [logs[r] for r in exp.runs if (r.setting, r.method, r.variant) == (setting, m, MAIN)] for m in exp.methods}
 runs_compute = {m: [Compute.from_log(p, reward) for p in paths] for m, paths in curves.items()}
 budget = min(np.mean([c.passes for c in cs]) for cs in runs_compute.values())
-figures.reward_curves(curves, reward, reward_spec(reward).title, out["fig4_reward_curves"], budget=budget)
+methods = {m: exp.run_config(setting, m).method for m in exp.methods}
+figures.reward_curves(curves, methods, reward, reward_spec(reward).title, out["fig4_reward_curves"], budget=budget)
 
 qdir = Path(snakemake.input.qualitative)
 prompts = Path(snakemake.input.qualitative_prompts).read_text().splitlines()
@@ -37,6 +37,7 @@ for s in exp.settings:
     for m in exp.methods:
         columns[f"{display_name(m)} ({s})"] = qdir / s / m
 figures.qualitative_grid(columns, prompts, range(len(prompts)), out["fig5_qualitative"])
-if "tau_ablation" in out:
-    tau_table = next(Path(p) for p in snakemake.input.tables if Path(p).stem == "table4_tau")
-    figures.ablation_figure(tau_table, list(metrics), out["tau_ablation"], "entropy threshold tau")
+tables = {Path(p).stem: Path(p) for p in snakemake.input.tables}
+for method, axis in exp.tables:  # an ablation table drawn as a plot (Table 4's tau)
+    if axis.figure:
+        figures.ablation_figure(tables[axis.stem], list(exp.metrics), out[axis.figure], axis.xlabel)

@@ -7,7 +7,7 @@ sys.stderr = open(snakemake.log[0], "w")
 from egrpo.experiment import Experiment  # noqa: E402
 from egrpo.report import Tables  # noqa: E402
 
-exp = Experiment(snakemake.config)
+exp = Experiment.load(snakemake.config)
 runs = exp.runs
 tables = Tables(exp, dict(zip(runs, map(Path, snakemake.input.evals))), Path(snakemake.input.base),
                 dict(zip(runs, map(Path, snakemake.input.logs))))
