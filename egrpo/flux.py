@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+from .config import MAX_SEQUENCE_LENGTH
 from .errors import WeightsMissingError
 from .schedule import quantized_timestep
 
@@ -118,7 +119,7 @@ class FluxBackbone:
     """
 
     def __init__(self, pipe, *, device: str | torch.device = "cpu", dtype: str | torch.dtype = "auto",
-                 guidance: float = 3.5, max_sequence_length: int = 512, decode_batch: int | None = DECODE_BATCH):
+                 guidance: float = 3.5, max_sequence_length: int = MAX_SEQUENCE_LENGTH, decode_batch: int | None = DECODE_BATCH):
         self.pipe = pipe
         self.decode_batch = decode_batch
         self.device = torch.device(device)
@@ -136,7 +137,7 @@ class FluxBackbone:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device="cpu", dtype="auto", guidance=3.5,
-                        max_sequence_length=512, decode_batch: int | None = DECODE_BATCH,
+                        max_sequence_length=MAX_SEQUENCE_LENGTH, decode_batch: int | None = DECODE_BATCH,
                         hint: str = FLUX_DEV_HINT) -> "FluxBackbone":
         """Load a diffusers Flux-format directory (FLUX.1-dev or a tiny one) with diffusers' classes."""
         from diffusers import FluxPipeline

@@ -151,7 +151,7 @@ def attribute_targets(prompts: Sequence[str]) -> list[torch.Tensor]:
             torch.tensor([POSITIONS.index(c.position) for c in caps])]
 
 
-def train_attribute_net(images: torch.Tensor, prompts: Sequence[str], *, steps: int = 300, seed: int = 0,
+def train_attribute_net(images: torch.Tensor, prompts: Sequence[str], *, steps: int, seed: int = 0,
                         noise: float = 0.08) -> AttributeNet:
     """Fit the fidelity critic on ground-truth renders, with pixel noise and blur augmentation so it
     is not fooled by the base model's softer images; deterministic in seed."""
