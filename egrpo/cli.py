@@ -291,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-out", help="per-image CSV of --evaluate")
     t.add_argument("--eval-images", help="image folder of --evaluate")
     t.add_argument("--on-config-change", choices=["refuse", "restart"],
-                   help="a checkpoint of another config in --out: refuse (default) or delete it and start afresh")
+                   help="what a checkpoint of another config in --out gets: refuse (an error) or restart (deleted, "
+                   "the run started afresh)")
 
     w = sub.add_parser("world", help="the embedded default world").add_subparsers(dest="world_command", required=True)
     for name, func in (("build", _world_build), ("pretrain", _world_pretrain)):

@@ -277,7 +277,7 @@ def key_path(loc: tuple) -> str:
     return out
 
 
-def _error(e: ValidationError, prefix: str = "") -> ConfigError:
+def config_error(e: ValidationError, prefix: str = "") -> ConfigError:
     """The first error as one line naming the key; an unknown key before anything it leaves missing (a
     misspelt key is both), with the closest known key."""
     errors = e.errors()
@@ -312,7 +312,7 @@ def load_spec(model: type[BaseModel], path: str | Path | None = None, overrides:
     try:
         return model.model_validate(raw)
     except ValidationError as e:
-        raise _error(e) from None
+        raise config_error(e) from None
 
 
 def resolve(raw: dict, method: str | None = None, seed: int | None = None, overrides: list[str] | None = None,
@@ -350,11 +350,11 @@ def resolve(raw: dict, method: str | None = None, seed: int | None = None, overr
     try:
         m = method_spec(method).config.model_validate(merged["method"])
     except ValidationError as e:
-        raise _error(e, "method.") from None
+        raise config_error(e, "method.") from None
     try:
         return Config.model_validate({**merged, "method": m})
     except ValidationError as e:
-        raise _error(e) from None
+        raise config_error(e) from None
 
 
 def read_yaml(path: str | Path, what: str = "config file") -> Any:

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import Field, NonNegativeInt, ValidationError, field_validator, model_validator
 
-from .config import Config, RewardChoice, Strict, _error, deep_merge, read_yaml, resolve
+from .config import Config, RewardChoice, Strict, config_error, deep_merge, read_yaml, resolve
 from .errors import ConfigError
 from .evaluate import Metric, PromptLimit, Protocol, ProtocolSettings
 from .methods import Axis, MethodName, method_spec
@@ -127,7 +127,7 @@ class EvalSection(ProtocolSettings):
 class Qualitative(Strict):
     """Figs. 5-7: prompts rendered by the base model and each method's first-seed model, same seeds."""
 
-    prompts: list[str] = Field(default_factory=list, min_length=1)
+    prompts: list[str] = Field(default_factory=list, min_length=1, description="the prompts of the figure's rows")
 
 
 class VarianceSection(VarianceSettings):
@@ -174,21 +174,14 @@ class Experiment(Strict):
                                      "paths or rewards: `name`, `model`, `train`, `optim`, `method`, and "
                                      "per-method overlays under `methods.<name>`")
 
-    @field_validator("seeds")
+    @field_validator("seeds", "methods")
     @classmethod
-    def _seeds(cls, seeds: list[int]) -> list[int]:
-        for k, s in enumerate(seeds):
-            if s in seeds[:k]:
-                raise ValueError(f"seed {s} twice (each seed is one run of every configuration)")
-        return seeds
-
-    @field_validator("methods")
-    @classmethod
-    def _methods(cls, methods: list[str]) -> list[str]:
-        for k, m in enumerate(methods):
-            if m in methods[:k]:
-                raise ValueError(f"{m!r} twice")
-        return methods
+    def _once(cls, values: list, info) -> list:
+        """A seed twice would be one run counted as two seeds; a method twice, one set of rows twice."""
+        for k, v in enumerate(values):
+            if v in values[:k]:
+                raise ValueError(f"{v!r} twice ({info.field_name}[{k}])")
+        return values
 
     @model_validator(mode="after")
     def _check(self):
@@ -249,7 +242,7 @@ class Experiment(Strict):
         try:
             return cls.model_validate(config)
         except ValidationError as e:
-            raise _error(e) from None
+            raise config_error(e) from None
 
     @classmethod
     def from_files(cls, paths: list[str | Path]) -> "Experiment":
@@ -338,7 +331,7 @@ class Experiment(Strict):
         config, sorted by x-value where the values are numbers (None, e.g. adaptive merging, last)."""
         main = self.main_value(method, axis)
         rows = [(Variant(MAIN), axis.label(main) + " (main)", main)]
-        rows += [(v, v.label, v.value) for v in self.variants(method) if v.axis == axis]
+        rows += [(v, v.label, v.value) for v in self.variants(method)[1:] if v.axis.key == axis.key]
         if all(isinstance(x, (int, float)) and not isinstance(x, bool) or x is None for _, _, x in rows):
             rows.sort(key=lambda r: float("inf") if r[2] is None else r[2])
         return rows

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from .config import Config, overlay_schema, section_schema
+from .config import Config, key_path, overlay_schema, section_schema
+from .errors import ConfigError
 from .experiment import ELSEWHERE, Experiment
 from .methods import registry
 
@@ -42,6 +43,19 @@ def config_schema() -> dict:
 def schema_text() -> str:
     return f"# {GENERATED}\n" + yaml.safe_dump(config_schema(), sort_keys=False, width=110, allow_unicode=True,
                                             default_flow_style=None)
+
+
+def check(config: dict, path: Path) -> None:
+    """A Snakemake config against the schema file at `path`; a one-line ConfigError naming the key.
+    (After the model, which already holds every rule: this keeps the schema honest, and catches what
+    the model coerces, e.g. a YAML 1.1 `yes` or a quoted number where the schema wants an integer.)"""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if error is not None:
+        raise ConfigError(f"config error: {key_path(tuple(error.absolute_path)) or '(top level)'}: {error.message} "
+                          f"(schema {path})")
 
 
 # ---- config/README.md ---------------------------------------------------------------------------

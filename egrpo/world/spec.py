@@ -13,10 +13,10 @@ class PretrainSpec(Strict):
 
     images: int = Field(4000, ge=16, description="renders of the training captions pretrained on")
     size: int = Field(32, ge=8, description="image side in pixels")
-    vae_steps: int = Field(1200, ge=1)
+    vae_steps: int = Field(1200, ge=1, description="AdamW steps of the VAE")
     vae_batch: int = Field(16, ge=1)
     vae_lr: float = Field(3e-3, gt=0)
-    flow_steps: int = Field(2000, ge=1)
+    flow_steps: int = Field(2000, ge=1, description="AdamW steps of the transformer (flow matching)")
     flow_batch: int = Field(64, ge=1)
     flow_lr: float = Field(1e-3, gt=0)
     caption_dropout: float = Field(0.1, ge=0, lt=1, description="share of captions dropped (trains the unconditional)")

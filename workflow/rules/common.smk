@@ -3,11 +3,10 @@ import re
 import sys
 from pathlib import Path
 
-from snakemake.utils import validate
-
 try:
     from egrpo.errors import ConfigError
     from egrpo.experiment import BASE_EVAL_CSV, EVAL_CSV, MAIN, RUN_DIR, RUN_LOG, Experiment
+    from egrpo.schema import check as check_schema
 except ImportError as e:
     raise ImportError(
         f"the egrpo package is not importable here ({e}): install it into the environment that runs "
@@ -15,14 +14,14 @@ except ImportError as e:
     ) from None
 
 # The whole config is checked here, before any job: every run config resolved, every reward and metric
-# in the registry, every input key a job needs present (files are checked when a job starts). An error
-# is one line naming the key (sys.exit: Snakemake prints the message alone).
+# in the registry, every input key a job needs present (files are checked when a job starts); then
+# against the JSON schema generated from the same model. An error is one line naming the key
+# (sys.exit: Snakemake prints the message alone, not the schema and the whole config).
 try:
     EXP = Experiment.load(config)
+    check_schema(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
 except ConfigError as e:
     sys.exit(str(e))
-# the JSON schema is generated from the same model (egrpo schema), so this agrees; it keeps the schema honest
-validate(config, schema="../schemas/config.schema.yaml", set_default=False)
 
 WORLD = EXP.world is not None
 SEEDS = [str(s) for s in EXP.seeds]
