@@ -16,11 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 METRICS = ["hps", "clip", "pickscore", "imagereward"]
 
 
-def _experiment(tau: float) -> Experiment:
+def _experiment(tau: float, **ablations) -> Experiment:
     cfg = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
     cfg["training"]["methods"]["egrpo"]["method"]["tau"] = tau
     cfg["ablations"] = {"setting": "hps", "methods": {"egrpo": {
-        "tau": [t for t in (0, 2.0, 2.2, 2.6) if t != tau], "fixed_merge": [2], "active": ["all"]}}}
+        "tau": [t for t in (0, 2.0, 2.2, 2.6) if t != tau], "fixed_merge": [2], "active": ["all"]}, **ablations}}
     cfg["compare_paper"] = True
     return Experiment.load(cfg)
 
@@ -60,6 +60,20 @@ def test_changing_the_main_tau_relabels_every_table(tmp_path, tau):
         assert (pd.read_csv(tmp_path / "tables" / f"{stem}.csv").row.str.endswith("(main)")).sum() == 1
     t3 = pd.read_csv(tmp_path / "tables" / "table3_steps.csv")
     assert list(t3.row) == ["first 4 steps (main)", "all steps"]  # the main's own trained steps, from its config
+
+
+def test_a_method_with_ablations_of_its_own_gets_its_table(tmp_path):
+    """Ablations are data: DanceGRPO's noise level ablated gives its own table (main row labelled from
+    its resolved config, rows in numeric order) and claims, beside E-GRPO's Tables 2-4."""
+    exp = _experiment(2.2, dancegrpo={"eta": [0.5, 0.1]})
+    evals, base, logs = _write_runs(exp, tmp_path, {("dancegrpo", "eta-0.1"): -0.02})
+    Tables(exp, evals, base, logs).write_all(tmp_path / "tables")
+    table = pd.read_csv(tmp_path / "tables" / "ablation_dancegrpo_eta.csv")
+    assert list(table.row) == ["eta = 0.1", "eta = 0.3 (main)", "eta = 0.5"] and list(table.x) == [0.1, 0.3, 0.5]
+    comp = pd.read_csv(tmp_path / "tables" / "comparisons.csv")
+    claims = comp[comp.table == "ablation_dancegrpo_eta"]
+    assert list(claims.b) == ["eta = 0.1", "eta = 0.5"] and (claims.a == "eta = 0.3 (main)").all()
+    assert (tmp_path / "tables" / "table4_tau.md").exists()
 
 
 def test_comparisons_pair_by_seed_and_prompt(tmp_path):

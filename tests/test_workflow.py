@@ -82,7 +82,8 @@ def _bad_config(tmp_path, base, edit, name="bad.yaml"):
 @pytest.mark.parametrize("base,edit,named", [
     ("config/config.yaml", lambda c: c.update(trainig=c.pop("training")), "trainig: unknown key (did you mean training?)"),
     ("config/config.yaml", lambda c: c.update(seeds=[-1]), "seeds"),
-    ("config/config.yaml", lambda c: c.update(seeds=[0, 0]), "seeds: seed 0 twice"),
+    ("config/config.yaml", lambda c: c.update(seeds=[0, 0]), "seeds: 0 twice"),
+    ("config/config.yaml", lambda c: c.update(seeds=[0, True]), "seeds[1]"),  # YAML 1.1's `yes`: not a seed 1
     ("config/config.yaml", lambda c: c["ablations"]["methods"]["egrpo"].update(tau=[2.2]), "ablations.methods.egrpo.tau"),
     ("config/config.yaml", lambda c: c["world"].update(critic_steps=0), "world.critic_steps"),
     ("config/config.yaml", lambda c: c["training"]["optim"].update(lr=-1.0), "training.optim.lr"),
@@ -237,6 +238,14 @@ def test_killed_train_job_resumes_from_checkpoint(tiny_dag):
     for seed in (0, 1):
         done = tiny_dag / f"results/runs/hps/dancegrpo/main/seed{seed}/final/log.jsonl"
         assert [json.loads(line)["iteration"] for line in done.read_text().splitlines()] == list(range(100))
+
+
+def test_power_projects_the_runs_seeds(tiny_dag):
+    """`egrpo power` (a subcommand, as every entry point) reads the DAG's configs and results."""
+    r = subprocess.run([sys.executable, "-m", "egrpo", "power", "--configfile", str(TEST_CONFIG), "--workdir",
+                        str(tiny_dag), "--prompts", "288"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "| table1_hps | E-GRPO > Base model |" in r.stdout and "(288 prompts)" in r.stdout
 
 
 def test_report_holds_tables_and_figures(tiny_dag):
