@@ -1,8 +1,11 @@
 """The method registry: name -> (config class, rollout plan, display name), declared once per method.
 
-Every method registers itself through the `egrpo.methods` entry-point group (pyproject.toml):
-E-GRPO from `egrpo.plans`, the baselines from `baselines/`, so egrpo never imports a baseline by
-name. The config, the CLI, the Snakefile, the tables and the figures all read this registry.
+Each method registers itself where it is defined (`register(MethodSpec(...))` at the bottom of its
+module). The registry imports the modules that hold methods: this repository's own, found on disk
+(E-GRPO in `egrpo.plans`, every module of the `baselines` package: a new baseline is one new file,
+and a plain checkout that was never pip-installed has them all), then the `egrpo.methods` entry-point
+group, which stays for methods that live in other packages (plugins). egrpo never imports a baseline
+by name. The config, the CLI, the Snakefile, the tables and the figures all read this registry.
 """
 
 from __future__ import annotations
@@ -82,18 +85,39 @@ def register(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
+IN_REPO = ("egrpo.plans", "baselines")  # modules, or packages whose every module is imported
+
+
+def in_repo_modules() -> list[str]:
+    """The modules of this repository that define methods: egrpo.plans and every module of the
+    `baselines` package (discovered, so adding a baseline edits no list)."""
+    import importlib
+    import pkgutil
+
+    names = []
+    for name in IN_REPO:
+        module = importlib.import_module(name)
+        names.append(name)
+        if hasattr(module, "__path__"):  # a package: all of its modules, in name order
+            names += sorted(f"{name}.{m.name}" for m in pkgutil.iter_modules(module.__path__) if not m.name.startswith("_"))
+    return names
+
+
 def registry() -> dict[str, MethodSpec]:
-    """Every registered method (loads the `egrpo.methods` entry points once)."""
+    """Every registered method: this repository's (imported from disk, installed or not), then any
+    plugin's `egrpo.methods` entry points; loaded once."""
     global _LOADED
     if not _LOADED:
+        import importlib
         from importlib.metadata import entry_points
 
+        for name in in_repo_modules():
+            importlib.import_module(name)
         for ep in entry_points(group="egrpo.methods"):
             ep.load()
         _LOADED = True
         if not _REGISTRY:
-            raise ConfigError("no methods are registered: install the package (pip install -e .) so its "
-                              "`egrpo.methods` entry points exist")
+            raise ConfigError("no methods are registered: egrpo.plans and baselines/ define none (a broken checkout?)")
     return _REGISTRY
 
 

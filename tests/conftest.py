@@ -39,3 +39,35 @@ def tiny_run_config(model_dir, method: str, **sections) -> dict:
     for k, v in sections.items():
         raw[k] = {**raw.get(k, {}), **v} if isinstance(v, dict) else v
     return raw
+
+
+@pytest.fixture(scope="session")
+def bare_checkout(tmp_path_factory):
+    """(python, tree): a copy of this checkout that was never pip-installed, and a Python that has the
+    project's dependencies but no egrpo: a new venv whose site-packages links every package of this
+    one except egrpo's own install (its dist-info with the entry points, its editable finder), as on a
+    machine that received the tree and a folder of wheels. Run `python -m egrpo` with cwd=tree."""
+    import shutil
+    import subprocess
+    import sys
+    import sysconfig
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    base = tmp_path_factory.mktemp("bare")
+    tree = base / "tree"
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=root,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, files):
+        if (root / name).is_file():
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / name, tree / name)
+    venv = base / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python*/site-packages"))
+    parent = Path(sysconfig.get_paths()["purelib"])
+    for entry in parent.iterdir():
+        if entry.name.startswith(("egrpo-", "__editable__", "__editable___egrpo")) or entry.name == "__pycache__":
+            continue
+        (site / entry.name).symlink_to(entry)
+    return venv / "bin" / "python", tree
