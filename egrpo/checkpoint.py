@@ -7,8 +7,13 @@ reshards). Beside the shards, meta.json records the iteration, the run's config 
 file, verified before a resume. A checkpoint is written to `<dir>.tmp` and swapped in only when
 complete, so a crash or a full disk mid-write leaves the previous one intact.
 
-The final trained weights are exported once, gathered on rank 0, as final/trainable.safetensors in the
-run's compute dtype (bf16 on GPU), with final/meta.json naming the base model by absolute path.
+The final trained weights are exported once, gathered on rank 0, in one dtype (`export_dtype`). A fully
+fine-tuned transformer is written as a diffusers directory, final/transformer/ (config.json and
+diffusion_pytorch_model.safetensors), which `FluxTransformer2DModel.from_pretrained` loads on its own;
+final/trainable.safetensors is the same file (a hard link: no second copy on disk). A LoRA run's
+trainable.safetensors holds its adapters. final/meta.json names the base model (for the VAE, text
+encoders and a LoRA's frozen base) by a path relative to final/ and by its absolute path, so that a
+results folder moved together with the base model still loads.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import json
 import os
 import pickle
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -64,11 +70,13 @@ def disk_error(e: BaseException, path: Path) -> InputError | None:
     return None
 
 
-def save(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, meta: dict) -> None:
-    """Write the sharded checkpoint of the trainable parameters and optimizer state, with meta.json."""
+def save(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, meta: dict) -> dict:
+    """Write the sharded checkpoint of the trainable parameters and optimizer state, with meta.json;
+    returns its size (all ranks' files) and the seconds the write and the checksums took."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
+    t0 = time.perf_counter()
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     if dist.rank() == 0:
@@ -86,9 +94,11 @@ def save(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, m
             raise
         shutil.rmtree(tmp, ignore_errors=True)  # the previous checkpoint stays as it was
     dist.raise_together(str(error) if error else None, InputError)
+    t1 = time.perf_counter()
     rank = dist.rank()
     mine = {f.name: _sha256(f) for f in sorted(tmp.iterdir()) if f.name.startswith(f"__{rank}_")}
     files = dist.all_gather_dict(mine)
+    t2 = time.perf_counter()
     if rank == 0:
         files[".metadata"] = _sha256(tmp / ".metadata")
         (tmp / META).write_text(json.dumps({**meta, "files": files}, indent=1))
@@ -98,6 +108,9 @@ def save(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, m
         os.replace(tmp, path)
         shutil.rmtree(old, ignore_errors=True)
     dist.barrier()
+    size = sum(f.stat().st_size for f in path.iterdir()) if rank == 0 else 0
+    return {"bytes": size, "write_s": round(t1 - t0, 3), "checksum_s": round(t2 - t1, 3),
+            "total_s": round(time.perf_counter() - t0, 3)}
 
 
 def read_meta(path: Path) -> dict | None:
@@ -158,13 +171,16 @@ def verify(path: Path, meta: dict) -> None:
     dist.raise_together(f"checkpoint {bad}; delete {path} to restart the run from scratch" if bad else None, InputError)
 
 
-def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """Verify, then load a checkpoint into the (wrapped) model and its optimizer, at any world size."""
+def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Verify, then load a checkpoint into the (wrapped) model and its optimizer, at any world size;
+    returns its size and the seconds the verification and the load took."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+    t0 = time.perf_counter()
     meta = read_meta(path)
     verify(path, meta)
+    t1 = time.perf_counter()
     # on a fresh optimizer get_state_dict materialises zero states for DCP to load into
     model_sd, optim_sd = get_state_dict(model, optimizer, options=_options())
     state = {"model": model_sd, "optim": optim_sd}
@@ -176,6 +192,15 @@ def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -
     if missing or result.unexpected_keys:
         raise InputError(f"checkpoint {path} does not fit the model: missing {missing[:3]}, "
                          f"unexpected {list(result.unexpected_keys)[:3]}")
+    size = sum((Path(path) / name).stat().st_size for name in meta["files"])
+    return {"bytes": size, "verify_s": round(t1 - t0, 3), "load_s": round(time.perf_counter() - t1, 3)}
+
+
+def export_dtype(model_dtype: str, device: torch.device) -> torch.dtype:
+    """The one dtype of exported weights: the run's compute dtype (bf16 on a GPU, what evaluation runs in)."""
+    from .flux import resolve_dtype
+
+    return resolve_dtype(model_dtype, device)
 
 
 def full_trainable_state(model: torch.nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
@@ -191,37 +216,85 @@ def full_trainable_state(model: torch.nn.Module, dtype: torch.dtype | None = Non
     return sd
 
 
-def export_trained(out_dir: Path, weights: dict, base_path: str, lora: dict | None) -> Path:
-    """Write final/trainable.safetensors, copies of log.jsonl and provenance.json, and final/meta.json
-    (the base model's absolute path, the LoRA spec or null, the weights' sha256) last, so meta.json
-    marks a complete export."""
+TRANSFORMER = "transformer"  # final/transformer/: a diffusers FluxTransformer2DModel directory
+WEIGHTS = "diffusion_pytorch_model.safetensors"  # diffusers' file name for a model's weights
+
+
+def _save(weights: dict, target: Path) -> None:
+    """safetensors, written whole then renamed; a full disk is a one-line error."""
     from safetensors.torch import save_file
 
-    final = Path(out_dir) / "final"
-    final.mkdir(parents=True, exist_ok=True)
-    target = final / "trainable.safetensors"
+    tmp = target.with_name(target.name + ".tmp")
     try:
-        save_file({k: v.contiguous() for k, v in weights.items()}, str(target.with_suffix(".safetensors.tmp")))
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp), metadata={"format": "pt"})
     except Exception as e:  # noqa: BLE001
         error = disk_error(e, target)
         if error is None:
             raise
         raise error from None
-    os.replace(target.with_suffix(".safetensors.tmp"), target)
+    os.replace(tmp, target)
+
+
+def export_trained(out_dir: Path, weights: dict, base_path: str, lora: dict | None, config: dict | None = None) -> dict:
+    """Write the run's trained weights into final/: a full fine-tune as the diffusers directory
+    final/transformer/ (`config`, the transformer's config, and the weights) with trainable.safetensors
+    a hard link to its weights file; a LoRA's adapters as trainable.safetensors. Then copies of log.jsonl
+    and provenance.json, and final/meta.json last (so it marks a complete export): the base model's
+    path relative to final/ and absolute, the LoRA spec or null, the weights' sha256. Returns the
+    size written and the seconds the write and the checksum took."""
+    t0 = time.perf_counter()
+    final = Path(out_dir) / "final"
+    final.mkdir(parents=True, exist_ok=True)
+    target = final / "trainable.safetensors"
+    if lora is None:
+        if config is None:
+            raise ValueError("a full fine-tune's export needs the transformer's config")
+        from diffusers import FluxTransformer2DModel
+
+        folder = final / TRANSFORMER
+        folder.mkdir(exist_ok=True)
+        with torch.device("meta"):  # diffusers writes its own config.json (class name, version)
+            FluxTransformer2DModel.from_config({k: v for k, v in config.items() if not k.startswith("_")}) \
+                .save_config(folder)
+        _save(weights, folder / WEIGHTS)
+        target.unlink(missing_ok=True)
+        try:
+            os.link(folder / WEIGHTS, target)
+        except OSError:  # a filesystem without hard links
+            shutil.copyfile(folder / WEIGHTS, target)
+    else:
+        shutil.rmtree(final / TRANSFORMER, ignore_errors=True)
+        _save(weights, target)
+    t1 = time.perf_counter()
     for name in ("log.jsonl", "provenance.json"):
         if (Path(out_dir) / name).is_file():
             shutil.copyfile(Path(out_dir) / name, final / name)
-    meta = {"base": str(Path(base_path).resolve()), "lora": lora, "weights_sha256": _sha256(target)}
+    base = Path(base_path).resolve()
+    meta = {"base": str(base), "base_relative": os.path.relpath(base, final.resolve()), "lora": lora,
+            "format": "lora adapters" if lora else f"diffusers FluxTransformer2DModel in {TRANSFORMER}/",
+            "weights_sha256": _sha256(target)}
     (final / META).write_text(json.dumps(meta, indent=2))
-    return final
+    return {"bytes": target.stat().st_size, "write_s": round(t1 - t0, 3),
+            "checksum_s": round(time.perf_counter() - t1, 3)}
 
 
-def load_trained(final_dir: str | Path, *, device="cpu", dtype="auto", **kw):
-    """A FluxBackbone with a run's trained weights applied (full fine-tune or LoRA)."""
+def base_model(final_dir: Path, meta: dict) -> Path:
+    """The base model of an export: where it was, else by its path relative to final/ (a results folder
+    moved together with the base model)."""
+    where = Path(meta["base"])
+    relative = final_dir / meta.get("base_relative", meta["base"])
+    if not (where / "model_index.json").is_file() and (relative / "model_index.json").is_file():
+        return relative.resolve()
+    return where  # when missing, FluxBackbone's loader names it and says how to obtain it
+
+
+def load_trained(final_dir: str | Path, *, device="cpu", dtype="auto", base: str | Path | None = None, **kw):
+    """A FluxBackbone with a run's trained weights (full fine-tune or LoRA) on its base model's other
+    components; `base` overrides the base model's location."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .flux import FluxBackbone
+    from .flux import FluxBackbone, resolve_dtype
 
     final_dir = Path(final_dir)
     meta_path = final_dir / META
@@ -229,23 +302,33 @@ def load_trained(final_dir: str | Path, *, device="cpu", dtype="auto", **kw):
         raise WeightsMissingError(f"{meta_path} missing: {final_dir} is not a finished training run")
     try:
         meta = json.loads(meta_path.read_text())
-        base = Path(meta["base"])
+        base = Path(base) if base is not None else base_model(final_dir, meta)
     except (ValueError, KeyError, TypeError) as e:
         raise InputError(f"{meta_path} is corrupt ({e}); retrain the run") from None
-    backbone = FluxBackbone.from_pretrained(base, device=device, dtype=dtype, **kw)
-    if meta["lora"]:
-        backbone.enable_training(lora_rank=meta["lora"]["rank"], lora_alpha=meta["lora"]["alpha"])
-    try:
-        sd = load_file(str(final_dir / "trainable.safetensors"))
-    except (OSError, SafetensorError) as e:
-        raise InputError(f"{final_dir / 'trainable.safetensors'} cannot be read ({e}); retrain the run") from None
-    own = backbone.transformer.state_dict()
-    extra = sorted(set(sd) - set(own))
-    shape = sorted(k for k in set(sd) & set(own) if sd[k].shape != own[k].shape)
-    if extra or shape:
-        raise InputError(f"{final_dir}: trained weights do not fit the base model {base} "
-                         f"(unknown {extra[:3]}, other shapes {shape[:3]})")
-    backbone.transformer.load_state_dict(sd, strict=False)
+    folder = final_dir / TRANSFORMER
+    if not meta["lora"] and (folder / "config.json").is_file():  # a diffusers directory: load it on its own
+        from diffusers import FluxTransformer2DModel
+
+        try:
+            transformer = FluxTransformer2DModel.from_pretrained(folder, dtype=resolve_dtype(dtype, torch.device(device)))
+        except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+            raise InputError(f"{folder} cannot be loaded ({str(e).strip()[:300]}); retrain the run") from None
+        backbone = FluxBackbone.from_pretrained(base, device=device, dtype=dtype, transformer=transformer, **kw)
+    else:
+        backbone = FluxBackbone.from_pretrained(base, device=device, dtype=dtype, **kw)
+        if meta["lora"]:
+            backbone.enable_training(lora_rank=meta["lora"]["rank"], lora_alpha=meta["lora"]["alpha"])
+        try:
+            sd = load_file(str(final_dir / "trainable.safetensors"))
+        except (OSError, SafetensorError) as e:
+            raise InputError(f"{final_dir / 'trainable.safetensors'} cannot be read ({e}); retrain the run") from None
+        own = backbone.transformer.state_dict()
+        extra = sorted(set(sd) - set(own))
+        shape = sorted(k for k in set(sd) & set(own) if sd[k].shape != own[k].shape)
+        if extra or shape:
+            raise InputError(f"{final_dir}: trained weights do not fit the base model {base} "
+                             f"(unknown {extra[:3]}, other shapes {shape[:3]})")
+        backbone.transformer.load_state_dict(sd, strict=False)
     backbone.transformer.requires_grad_(False).eval()
     backbone.weights_id = meta.get("weights_sha256", "unknown")[:12]
     return backbone

@@ -355,13 +355,30 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except (ConfigError, WeightsMissingError, TrainingError, InputError, DeviceError) as e:
         print(f"egrpo: error: {e}", file=sys.stderr)  # user-facing: one clear line, no traceback
+        _leave_group(failed=2)
         return 2
-    finally:
-        if "torch" in sys.modules:
-            from . import distributed as dist
-
-            dist.destroy()
+    except BaseException:
+        _leave_group(failed=1, traceback=True)
+        raise
+    _leave_group()
     return 0
+
+
+def _leave_group(failed: int = 0, traceback: bool = False) -> None:
+    """A clean exit leaves the process group; a failing process of a group exits at once instead,
+    so that a rank which failed alone cannot hang in the group's teardown (distributed.hard_exit)."""
+    if "torch" not in sys.modules:
+        return
+    from . import distributed as dist
+
+    if not failed:
+        dist.destroy()
+    elif dist.is_distributed():
+        if traceback:
+            import traceback as tb
+
+            tb.print_exc()
+        dist.hard_exit(failed)
 
 
 if __name__ == "__main__":

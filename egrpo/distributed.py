@@ -12,11 +12,21 @@ import contextlib
 import os
 import shutil
 import subprocess
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 from .errors import DeviceError
+
+# How long a rank waits in a collective before the job fails. Explicit (the mixed gloo+NCCL group would
+# otherwise take gloo's 30 min): the longest legitimate wait is every rank writing its checkpoint shard
+# (17.9 GB a rank at FLUX.1-dev size) to a slow shared filesystem while the others wait at the barrier.
+PG_TIMEOUT = timedelta(minutes=60)
+# CUDA allocator setting (PyTorch's documented option, torchtitan's default): memory is mapped in
+# growable segments, so blocks freed by one phase's shapes (24-row sampling, 1-12-row training, VAE
+# decodes, per-tensor weight loading) serve the next instead of fragmenting. A user's own setting wins.
+CUDA_ALLOC_CONF = "expandable_segments:True"
 
 
 def _gpus_given() -> str | None:
@@ -50,6 +60,8 @@ def local_device(requested: str = "auto") -> torch.device:
     a job that was given GPUs and cannot use them fails instead of running on the CPU; a bare 'cuda'
     is this rank's GPU (LOCAL_RANK), never GPU 0 for every rank."""
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    if requested == "auto" or requested.startswith("cuda"):
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", CUDA_ALLOC_CONF)  # read when CUDA first allocates
     if requested == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local)
@@ -75,15 +87,27 @@ def init_from_env(device: torch.device) -> tuple[int, int]:
         torch.cuda.set_device(device)  # before anything else touches CUDA: FSDP2 shards onto current_device()
     if "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ and not dist.is_initialized():
         if device.type == "cuda":
-            dist.init_process_group("cpu:gloo,cuda:nccl", device_id=device)
+            dist.init_process_group("cpu:gloo,cuda:nccl", device_id=device, timeout=PG_TIMEOUT)
         else:
-            dist.init_process_group("gloo")
+            dist.init_process_group("gloo", timeout=PG_TIMEOUT)
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
 def destroy() -> None:
+    """Leave the process group at a clean exit (every rank reaches this point together)."""
     if is_distributed():
         dist.destroy_process_group()
+
+
+def hard_exit(code: int) -> None:
+    """End a failing rank of a process group now, skipping the group's teardown: destroying a NCCL
+    group while peers sit in a collective can block until the timeout, so a rank that failed alone
+    would hold the job for an hour. torchrun sees the exit and stops the other ranks."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 def is_distributed() -> bool:
@@ -151,19 +175,27 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
 
 def wrap(module: torch.nn.Module, parallel: str, device: torch.device,
          param_dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    """DDP (LoRA, small models) or FSDP2 full sharding: fully_shard per transformer block, then the root,
-    on an explicit device mesh; below fp32, FSDP computes in `param_dtype` from fp32 master shards and
-    reduces gradients in fp32 (no autocast copy of the whole model)."""
+    """DDP (LoRA, small models) or FSDP2 full sharding (`shard`); the module as it is without a
+    process group."""
     if not is_distributed():
         return module
     if parallel == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         return DDP(module, device_ids=[device.index] if device.type == "cuda" else None)
+    return shard(module, device, param_dtype)
+
+
+def shard(module: torch.nn.Module, device: torch.device, param_dtype: torch.dtype = torch.float32,
+          mesh=None) -> torch.nn.Module:
+    """FSDP2 full sharding: fully_shard per transformer block, then the root, on an explicit device
+    mesh (this group's, unless given); below fp32, FSDP computes in `param_dtype` from fp32 master
+    shards and reduces gradients in fp32 (no autocast copy of the whole model). Works on a module on
+    the meta device too (start-up: shard first, then materialise only this rank's shards)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    mesh = mesh or init_device_mesh(device.type, (dist.get_world_size(),))
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32) \
         if param_dtype != torch.float32 else MixedPrecisionPolicy()
     for blocks in ("transformer_blocks", "single_transformer_blocks"):
@@ -171,6 +203,29 @@ def wrap(module: torch.nn.Module, parallel: str, device: torch.device,
             fully_shard(block, mesh=mesh, mp_policy=mp)
     fully_shard(module, mesh=mesh, mp_policy=mp)
     return module
+
+
+@contextlib.contextmanager
+def gathered(module: torch.nn.Module, keep: bool = True):
+    """Inside: an FSDP2 module keeps each block's gathered (bf16) parameters from its first forward on,
+    so the many no-grad forwards of sampling all-gather the model once instead of once per forward;
+    on exit every block is resharded and FSDP's defaults return (blocks reshard after forward; the
+    root keeps its own parameters gathered, as it does after any forward). `keep=False`, DDP and
+    plain modules: no change."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if not keep or not isinstance(module, FSDPModule):
+        yield
+        return
+    module.set_reshard_after_forward(False)
+    try:
+        yield
+    finally:
+        for m in module.modules():
+            if isinstance(m, FSDPModule) and m is not module:
+                m.reshard()
+        module.set_reshard_after_forward(True)
+        module.set_reshard_after_forward(False, recurse=False)  # the root's own default
 
 
 def no_sync(module: torch.nn.Module, skip: bool):

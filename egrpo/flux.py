@@ -128,6 +128,8 @@ class FluxBackbone:
         self.max_sequence_length = min(max_sequence_length, pipe.tokenizer_2.model_max_length)
         for name in ("vae", "text_encoder", "text_encoder_2", "transformer"):
             module = getattr(pipe, name)
+            if module is None:  # a transformer built elsewhere (egrpo.startup), attached later
+                continue
             module.requires_grad_(False).eval()
             if module.dtype != self.dtype:
                 module.to(dtype=self.dtype)
@@ -138,8 +140,10 @@ class FluxBackbone:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device="cpu", dtype="auto", guidance=3.5,
                         max_sequence_length=MAX_SEQUENCE_LENGTH, decode_batch: int | None = DECODE_BATCH,
-                        hint: str = FLUX_DEV_HINT) -> "FluxBackbone":
-        """Load a diffusers Flux-format directory (FLUX.1-dev or a tiny one) with diffusers' classes."""
+                        hint: str = FLUX_DEV_HINT, transformer: bool | torch.nn.Module = True) -> "FluxBackbone":
+        """Load a diffusers Flux-format directory (FLUX.1-dev or a tiny one) with diffusers' classes.
+        `transformer`: False leaves it out (`attach` one later), a module is used instead of the
+        directory's own (a trained export)."""
         from diffusers import FluxPipeline
 
         path = check_flux_dir(path, hint)
@@ -147,7 +151,8 @@ class FluxBackbone:
             if json.load(f).get("_class_name") not in ("FluxPipeline", None):
                 raise WeightsMissingError(f"{path}/model_index.json does not describe a FluxPipeline. {hint}")
         try:
-            pipe = FluxPipeline.from_pretrained(path, dtype=resolve_dtype(dtype, torch.device(device)))
+            given = {} if transformer is True else {"transformer": transformer or None}
+            pipe = FluxPipeline.from_pretrained(path, dtype=resolve_dtype(dtype, torch.device(device)), **given)
         except (OSError, ValueError, KeyError, RuntimeError) as e:  # corrupt config.json or weights file
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise WeightsMissingError(f"Flux weight directory {path} cannot be loaded ({first[:300]}). {hint}") from None
@@ -159,6 +164,10 @@ class FluxBackbone:
     @property
     def transformer(self) -> torch.nn.Module:
         return self.pipe.transformer
+
+    def attach(self, transformer: torch.nn.Module) -> None:
+        """Use a transformer built apart from the pipeline (start-up sharded: egrpo.startup)."""
+        self.pipe.transformer = transformer
 
     @property
     def vae_scale_factor(self) -> int:

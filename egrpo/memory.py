@@ -1,22 +1,28 @@
-"""A per-GPU memory plan of a training job, by component, before it is submitted (`egrpo memory`).
+"""A per-GPU memory plan of a training job, phase by phase, before it is submitted (`egrpo memory`),
+and the per-phase peaks a run logs to check it against.
 
 The plan is arithmetic on the run config and the model's architecture (read from its config files
-on the meta device, nothing loaded): FSDP2 shards of fp32 master weights, gradients and AdamW
-moments; the bf16 block FSDP gathers for compute; activations at the configured batch with or
-without gradient checkpointing; the VAE, the text encoders (moved off the GPU once the prompts are
-encoded) and the reward models. The activation factor is calibrated once against PyTorch's
-FSDPMemTracker on FLUX.1-dev's architecture (`trace_fsdp_step`, which runs an N-rank FSDP2 step in one
-process under FakeTensorMode without allocating it; benchmarks/memory_plan.py compares the two), and
-tests/test_memory.py holds the plan to the tracker on a smaller FLUX-architecture model.
+on the meta device, nothing loaded), phase by phase in the order a run goes through them:
+start-up (prompts encoded with the text encoders on the GPU, then the transformer's weights loaded:
+egrpo.startup shards first and loads each rank's fp32 shards), sampling (no-grad forwards, with the
+whole bf16 model gathered once when it fits, VAE decodes, reward models), the training step
+(forward and backward with FSDP2's gathered blocks and checkpointed activations) and the optimizer
+step (AdamW). The activation factors are calibrated against PyTorch's memory trackers on FLUX.1-dev's
+architecture (egrpo.memtrace runs every phase in one process on fake tensors, or for real on a GPU;
+benchmarks/memory_plan.py compares the two), and tests/test_memory.py holds the plan to the trace,
+phase by phase, on a smaller FLUX-architecture model.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .startup import builds_sharded
 
 GiB = 1024**3
 
@@ -34,6 +40,11 @@ DECODE_VALUES_PER_PIXEL = 768
 # parameter counts of components the run does not train (FLUX.1-dev's, and the paper's reward models)
 FROZEN = {"text_encoder_2": 4.76e9, "text_encoder": 0.123e9, "vae": 0.084e9}
 REWARD_PARAMS = {"hpsv21": 0.986e9, "clip_score": 0.987e9, "pickscore": 0.986e9, "imagereward": 0.447e9}
+# the plan's phases, in a run's order, and the key of each one's measured peak in log.jsonl
+PHASES = {"start-up: prompts": "startup_prompts", "start-up: weights": "startup_weights", "sampling": "sampling",
+          "training step": "training", "optimizer step": "optimizer"}
+# a phase planned above this share of the GPU does not fit: CUDA context, NCCL buffers, fragmentation
+MARGIN = 1.1
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,7 @@ class Component:
     name: str
     gib: float
     note: str = ""
+    transformer: bool = True  # part of the trained transformer's memory (what the traces measure)
 
 
 def transformer_config(model_path: str) -> tuple[dict, str]:
@@ -53,7 +65,8 @@ def transformer_config(model_path: str) -> tuple[dict, str]:
 
 
 def count_parameters(cfg: dict, lora_rank: int = 0) -> dict:
-    """Total, largest-block and trainable parameter counts, from a model built on the meta device."""
+    """Total, largest-block, largest-tensor and trainable parameter counts, from a model built on the
+    meta device."""
     from diffusers import FluxTransformer2DModel
 
     with torch.device("meta"):
@@ -61,13 +74,15 @@ def count_parameters(cfg: dict, lora_rank: int = 0) -> dict:
     total = sum(p.numel() for p in model.parameters())
     blocks = [*model.transformer_blocks, *model.single_transformer_blocks]
     largest = max(sum(p.numel() for p in b.parameters()) for b in blocks)
+    tensor = max(p.numel() for p in model.parameters())
     trainable = total
     if lora_rank:
         from .flux import add_lora
 
         trainable = sum(p.numel() for p in add_lora(model, lora_rank))
     width = cfg["num_attention_heads"] * cfg["attention_head_dim"]
-    return {"total": total, "largest_block": largest, "trainable": trainable, "blocks": len(blocks), "width": width}
+    return {"total": total, "largest_block": largest, "largest_tensor": tensor, "trainable": trainable,
+            "blocks": len(blocks), "width": width}
 
 
 def tokens(cfg_run, model_cfg: dict) -> int:
@@ -86,13 +101,19 @@ def shared_input(method) -> bool:
     return all(shares_input(r, k) for r in plan.rollouts for k in r.trainable)
 
 
-def plan(cfg_run, gpus: int) -> dict[str, list[Component]]:
-    """Per-GPU memory of a training job by phase: the training step (forward, backward, AdamW) and
-    sampling (no-grad forwards and VAE decodes); each phase a list of components (GiB)."""
+def total(parts: list[Component], transformer_only: bool = False) -> float:
+    return sum(c.gib for c in parts if c.transformer or not transformer_only)
+
+
+def plan(cfg_run, gpus: int, gpu_gib: float = 79.0, arch: dict | None = None) -> dict[str, list[Component]]:
+    """Per-GPU memory of a training job by phase (PHASES, in a run's order), each a list of components
+    (GiB). `gpus`: processes of the job (FSDP2 under torchrun at any count, 1 included); `gpu_gib`
+    decides whether sampling keeps the whole bf16 model gathered (it does when that fits with MARGIN)."""
     m, t = cfg_run.model, cfg_run.train
-    arch, _ = transformer_config(m.path)
+    arch = arch or transformer_config(m.path)[0]
     n = count_parameters(arch, m.lora_rank)
-    shard = gpus if t.parallel == "fsdp" else 1  # DDP replicates everything
+    fsdp = t.parallel == "fsdp"
+    shard = gpus if fsdp else 1  # DDP replicates everything
     full = not m.lora_rank
     compute_bytes = 2  # bf16 on a GPU
     base = n["total"] * (4 if full else compute_bytes) / shard
@@ -101,12 +122,13 @@ def plan(cfg_run, gpus: int) -> dict[str, list[Component]]:
     if not full:
         master.append(Component("LoRA adapters", 4 * n["trainable"] / shard / GiB, "fp32"))
     trained = n["trainable"] / shard
-    state = [Component("gradients", 4 * trained / GiB, "fp32, reduce-scattered every backward" if shard > 1 else "fp32"),
-             Component("AdamW moments", 8 * trained / GiB, "two fp32 moments")]
+    grads = [Component("gradients", 4 * trained / GiB, "fp32, reduce-scattered every backward" if fsdp else "fp32")]
+    moments = [Component("AdamW moments", 8 * trained / GiB, "two fp32 moments")]
+    # FSDP2 gathers bf16 blocks for compute at any world size, one process included
     gathered = [Component("gathered blocks", 2 * compute_bytes * n["largest_block"] / GiB,
-                          "bf16 block in use + the one prefetched")] if t.parallel == "fsdp" and shard > 1 else []
-    frozen = [Component("VAE", compute_bytes * FROZEN["vae"] / GiB)]
-    frozen += [Component(f"reward {r}", compute_bytes * REWARD_PARAMS.get(r, 0.0) / GiB, "bf16")
+                          "bf16 block in use + the one prefetched")] if fsdp else []
+    vae = [Component("VAE", compute_bytes * FROZEN["vae"] / GiB, "bf16", transformer=False)]
+    rewards = [Component(f"reward {r}", compute_bytes * REWARD_PARAMS.get(r, 0.0) / GiB, "bf16", transformer=False)
                for r in cfg_run.rewards.names if r in REWARD_PARAMS]
     hidden = n["width"] * tokens(cfg_run, arch) * compute_bytes  # one hidden state of one sample
     rows = 1 if shared_input(cfg_run.method) else max(1, t.micro_batch)
@@ -116,102 +138,100 @@ def plan(cfg_run, gpus: int) -> dict[str, list[Component]]:
     else:
         acts = n["blocks"] * BLOCK_ACTIVATIONS * rows * hidden
         act_note = f"{rows} row(s), no checkpointing"
-    training = master + state + gathered + frozen + [
+    training = master + grads + moments + gathered + vae + rewards + [
         Component("activations", acts / GiB, act_note),
-        Component("gradient buffers", 4 * n["largest_block"] / GiB if shard > 1 else 0.0, "fp32 reduce-scatter input")]
-    step_peak = master + state + frozen + [Component("AdamW update temporaries", 4 * trained / GiB, "foreach step")]
+        Component("gradient buffers", 4 * n["largest_block"] / GiB if fsdp else 0.0, "fp32 reduce-scatter input")]
+    step_peak = master + grads + moments + vae + rewards + [
+        Component("AdamW update temporaries", 4 * trained / GiB, "foreach step")]
+
     sample_rows = t.sample_batch or cfg_run.method.group_size
     decode = (m.decode_batch or sample_rows) * m.height * m.width * DECODE_VALUES_PER_PIXEL * compute_bytes
-    sampling = master + [Component("AdamW moments", 8 * trained / GiB)] + gathered + frozen + [
+    sampling_rest = vae + rewards + [
         Component("sampling activations", SAMPLING_ACTIVATIONS * sample_rows * hidden / GiB, f"{sample_rows} rows, no grad"),
-        Component("VAE decode", decode / GiB, f"{m.decode_batch or sample_rows} images per decode call")]
-    startup = master + [Component("text encoders", compute_bytes * (FROZEN["text_encoder"] + FROZEN["text_encoder_2"]) / GiB,
-                                  "encode the run's prompts once, then moved off the GPU")]
-    return {"training step": training, "optimizer step": step_peak, "sampling": sampling, "start-up": startup}
+        Component("VAE decode", decode / GiB, f"{m.decode_batch or sample_rows} images per decode call", transformer=False)]
+    whole = [Component("gathered model", compute_bytes * n["total"] / GiB,
+                       "bf16, all-gathered once for all of an iteration's sampling forwards")]
+    sampling = master + moments + whole + sampling_rest
+    if fsdp and total(sampling) * MARGIN > gpu_gib:  # no room: gather per forward
+        sampling = master + moments + gathered + sampling_rest
+    if not fsdp:
+        sampling = master + moments + sampling_rest
+
+    encoders = [Component("text encoders", compute_bytes * (FROZEN["text_encoder"] + FROZEN["text_encoder_2"]) / GiB,
+                          "bf16, encode the run's prompts once, then moved off the GPU", transformer=False)]
+    if fsdp and builds_sharded(t.parallel, m.lora_rank):  # egrpo.startup: shard first, then load
+        prompts = encoders + vae
+        weights = master + vae + rewards + [Component(
+            "tensor in flight", compute_bytes * n["largest_tensor"] / GiB,
+            "rank 0 broadcasts the stored bf16 weights one tensor at a time; each rank copies its slice")]
+    else:  # the pipeline loads the whole transformer onto every GPU
+        stored = [Component("whole transformer", compute_bytes * n["total"] / GiB, "bf16, as loaded")]
+        prompts = encoders + vae + stored
+        whole_master = [Component("whole transformer", (4 if full else compute_bytes) * n["total"] / GiB,
+                                  "fp32 master weights before sharding" if full else "bf16 base before sharding")]
+        weights = whole_master + ([Component("LoRA adapters", 4 * n["trainable"] / GiB, "fp32")] if not full else []) \
+            + vae + rewards
+    return {"start-up: prompts": prompts, "start-up: weights": weights, "sampling": sampling,
+            "training step": training, "optimizer step": step_peak}
+
+
+def keeps_gathered(cfg_run, gpus: int, gpu_gib: float) -> bool:
+    """Whether sampling keeps the whole bf16 model gathered (FSDP2, where the plan has room for it)."""
+    return any(c.name == "gathered model" for c in plan(cfg_run, gpus, gpu_gib)["sampling"])
+
+
+def device_gib(device: torch.device) -> float:
+    """Memory of this rank's device: the GPU's, or on the CPU the host's share of one local process."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory / GiB
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GiB / local
 
 
 def plan_report(cfg_run, gpus: int = 8, gpu_gib: float = 79.0) -> str:
     """The plan as text: each phase's components and total, the peak, and a warning when it does not fit."""
     m = cfg_run.model
     _, source = transformer_config(m.path)
-    phases = plan(cfg_run, gpus)
+    phases = plan(cfg_run, gpus, gpu_gib)
     lines = [f"memory plan per GPU: {cfg_run.method.name}, {gpus} process(es), {cfg_run.train.parallel}, "
              f"{'LoRA rank ' + str(m.lora_rank) if m.lora_rank else 'full fine-tuning'}, {m.height}x{m.width}, "
              f"gradient checkpointing {'on' if m.gradient_checkpointing else 'off'}; architecture: {source}"]
     peak = 0.0
     for phase, parts in phases.items():
-        total = sum(c.gib for c in parts)
-        peak = max(peak, total)
-        lines.append(f"  {phase}: {total:.1f} GiB")
+        peak = max(peak, total(parts))
+        lines.append(f"  {phase}: {total(parts):.1f} GiB")
         lines += [f"    {c.name:<26} {c.gib:8.2f} GiB  {c.note}" for c in parts if c.gib > 0.005]
     lines.append(f"  peak {peak:.1f} GiB of {gpu_gib:.0f} GiB; add 10-20% for the CUDA context, NCCL buffers "
                  "and allocator fragmentation")
-    if peak * 1.1 > gpu_gib:
+    if peak * MARGIN > gpu_gib:
         lines.append(f"  WARNING: the plan does not fit a {gpu_gib:.0f} GiB GPU: enable gradient checkpointing, lower "
                      "train.micro_batch / train.sample_batch, use more GPUs (FSDP shards weights and moments), or LoRA")
     return "\n".join(lines)
 
 
-def trace_fsdp_step(arch: dict, *, world: int, batch: int, num_tokens: tuple[int, int],
-                    checkpointing: bool = True) -> dict[str, float]:
-    """Per-rank steady-state peak (GiB, by FSDPMemTracker category) of one FSDP2 training step of a
-    FluxTransformer2DModel on `world` ranks, traced in this process without allocating: a fake process
-    group, the device mesh built before FakeTensorMode (torchtitan's order), the model built on the meta
-    device and sharded with a bf16/fp32 mixed-precision policy (full fine-tuning, as config/flux.yaml),
-    two steps (the second has AdamW state). num_tokens: (image tokens, text tokens)."""
-    import torch.distributed as dist
-    import torch.distributed.tensor._sharding_prop as sharding_prop
-    from diffusers import FluxTransformer2DModel
-    from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-    from torch.testing._internal.distributed.fake_pg import FakeStore
+class PhasePeaks:
+    """Peak device memory of each phase a run goes through, from the allocator's own counter: reset
+    when a phase starts, read when the next one starts (a phase met several times keeps its largest
+    peak until `take`). CUDA only: elsewhere there is no allocator counter and nothing is recorded."""
 
-    if dist.is_initialized():
-        raise RuntimeError("trace_fsdp_step needs a process without a process group")
-    dist.init_process_group("fake", rank=0, world_size=world, store=FakeStore())
-    # DTensor's sharding propagation would run its global-shape shadow ops in the tracker's own fake
-    # mode, which then counts them as real memory (an optimizer step ~27x too large): give it its own
-    detect = sharding_prop.detect_fake_mode
-    sharding_prop.detect_fake_mode = lambda *a, **k: None
-    try:
-        mesh = init_device_mesh("cpu", (world,))  # outside FakeTensorMode; "cpu": no GPU on this machine
-        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        with FakeTensorMode():
-            with torch.device("meta"):
-                model = FluxTransformer2DModel(**arch)
-            if checkpointing:
-                model.enable_gradient_checkpointing()
-            for block in [*model.transformer_blocks, *model.single_transformer_blocks]:
-                fully_shard(block, mesh=mesh, mp_policy=mp)
-            fully_shard(model, mesh=mesh, mp_policy=mp)
-            model.to_empty(device="cpu")
-            model.train()
-            params = [p for p in model.parameters() if p.requires_grad]
-            opt = torch.optim.AdamW(params, lr=1e-5, foreach=True)
-            img, txt = num_tokens
-            side = int(img ** 0.5)
-            kwargs = dict(
-                hidden_states=torch.randn(batch, img, arch["in_channels"]),
-                encoder_hidden_states=torch.randn(batch, txt, arch["joint_attention_dim"]),
-                pooled_projections=torch.randn(batch, arch["pooled_projection_dim"]),
-                timestep=torch.full((batch,), 0.5), guidance=torch.full((batch,), 3.5),
-                txt_ids=torch.zeros(txt, 3), img_ids=torch.zeros(side * side, 3), return_dict=False)
-            tracker = FSDPMemTracker(mod=model, optm=opt)
-            tracker.track_inputs((kwargs["hidden_states"],))
-            with tracker:
-                for it in range(2):
-                    model(**kwargs)[0].float().square().mean().backward()
-                    torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
-                    opt.step()
-                    opt.zero_grad()
-                    if it == 0:  # the first step has no AdamW state: measure the second alone
-                        tracker.reset_mod_stats()
-                        tracker._peak_mem_snap = tracker.get_tracker_snapshot()
-                        tracker._peak_mem = {d: s["Total"] for d, s in tracker._peak_mem_snap.items()}
-                peak = tracker.get_tracker_snapshot("peak")
-        return {k: v / GiB for k, v in next(iter(peak.values())).items()}
-    finally:
-        sharding_prop.detect_fake_mode = detect
-        dist.destroy_process_group()
+    def __init__(self, device: torch.device):
+        self.device, self.on = device, device.type == "cuda"
+        self.current: str | None = None
+        self.peaks: dict[str, float] = {}
+
+    def start(self, phase: str | None) -> None:
+        """End the running phase and start `phase` (None: between phases, not recorded)."""
+        if not self.on:
+            return
+        if self.current is not None:
+            peak = torch.cuda.max_memory_allocated(self.device) / GiB
+            self.peaks[self.current] = max(self.peaks.get(self.current, 0.0), peak)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self.current = phase
+
+    def take(self) -> dict[str, float]:
+        """End the running phase; the peaks recorded since the last take, as log keys (memory/<phase>_gib)."""
+        self.start(None)
+        out = {f"memory/{PHASES[k]}_gib": v for k, v in self.peaks.items()}
+        self.peaks = {}
+        return out

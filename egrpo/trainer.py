@@ -19,11 +19,12 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint
+from . import checkpoint, failures
 from . import distributed as dist
 from .config import Config, resume_conflicts
 from .errors import ConfigError, InputError, NonFiniteRewardError, TrainingError
-from .flux import FluxBackbone, resolve_dtype
+from .flux import FluxBackbone
+from .memory import PhasePeaks, device_gib, keeps_gathered
 from .methods import build_plan
 from .objectives import clipped_ratio_loss, rollout_advantages
 from .prompts import load_prompts
@@ -31,16 +32,29 @@ from .rewards import build_reward
 from .rollout import Prompt, merge_units, sample_iteration, score_sample, train_units
 from .sde import sde_step
 from .seeding import derive_seed, generator
+from .startup import builds_sharded, sharded_transformer
 
 
 class Trainer:
     def __init__(self, cfg: Config, out_dir: str | Path, *, backbone: FluxBackbone | None = None,
                  rewards: dict | None = None, progress: bool = True, on_config_change: str = "refuse"):
         """on_config_change: what a checkpoint of another config in out_dir gets: `refuse` (an error
-        naming the keys that differ) or `restart` (it is removed and the run starts afresh)."""
+        naming the keys that differ) or `restart` (it is removed and the run starts afresh). A failure
+        of this run that a retry would repeat stops it here, before any model loads (egrpo.failures)."""
         self.cfg, self.out, self.on_config_change = cfg, Path(out_dir), on_config_change
         self.device = dist.local_device(cfg.model.device)
         self.rank, self.world = dist.init_from_env(self.device)
+        failures.check(self.out, cfg, self.world, self.rank)
+        self.iteration = None  # the iteration running (for the failure record)
+        with failures.recorded(self.out, cfg, self.world, self.rank):
+            self._start(backbone, rewards, progress)
+
+    def _start(self, backbone: FluxBackbone | None, rewards: dict | None, progress: bool) -> None:
+        """Start-up, each phase's peak memory recorded: the prompts encoded with the text encoders on the
+        device, then the transformer's weights (FSDP2 full fine-tuning: sharded first, egrpo.startup)."""
+        cfg = self.cfg
+        self.peaks = PhasePeaks(self.device)
+        self.peaks.start("start-up: prompts")
         if cfg.train.prompts_per_iteration % self.world:
             raise ConfigError(f"train.prompts_per_iteration ({cfg.train.prompts_per_iteration}) must be divisible "
                               f"by the number of processes ({self.world}): groups stay whole on a rank")
@@ -50,27 +64,41 @@ class Trainer:
         self.prompts = load_prompts(cfg.train.prompts, key="train.prompts")
         self._perms: dict[int, torch.Tensor] = {}  # epoch -> the prompt order of that epoch
         m = cfg.model
+        sharded = backbone is None and dist.is_distributed() and builds_sharded(cfg.train.parallel, m.lora_rank)
         self.backbone = backbone or FluxBackbone.from_pretrained(
             m.path, device=self.device, dtype=m.dtype, guidance=m.guidance, max_sequence_length=m.max_sequence_length,
-            decode_batch=m.decode_batch)
+            decode_batch=m.decode_batch, transformer=not sharded)
         # every prompt this rank will train on, encoded once; then the text encoders leave the GPU
         self._embeds = {pid: None for it in range(cfg.train.iterations) for _, pid in self.iteration_prompts(it)}
         for pid in self._embeds:
             self._embeds[pid] = self.backbone.encode_prompts([self.prompts[pid]]).to("cpu")
         self.backbone.offload_text_encoders()
-        self.backbone.enable_training(lora_rank=m.lora_rank or None, lora_alpha=m.lora_alpha,
-                                      gradient_checkpointing=m.gradient_checkpointing,
-                                      init_seed=derive_seed(cfg.name, cfg.method.name, cfg.seed, "lora_init"))
-        self.model = dist.wrap(self.backbone.transformer, cfg.train.parallel, self.device,
-                               param_dtype=self.backbone.dtype)
+        self.peaks.start("start-up: weights")
+        if sharded:  # each rank's fp32 shards only, rank 0 broadcasting the stored weights
+            self.model = sharded_transformer(m.path, self.device, load_dtype=self.backbone.dtype,
+                                             compute_dtype=self.backbone.dtype,
+                                             gradient_checkpointing=m.gradient_checkpointing)
+            self.backbone.attach(self.model)
+        else:
+            self.backbone.enable_training(lora_rank=m.lora_rank or None, lora_alpha=m.lora_alpha,
+                                          gradient_checkpointing=m.gradient_checkpointing,
+                                          init_seed=derive_seed(cfg.name, cfg.method.name, cfg.seed, "lora_init"))
+            self.model = dist.wrap(self.backbone.transformer, cfg.train.parallel, self.device,
+                                   param_dtype=self.backbone.dtype)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(self.params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        # the optimizer step is a phase of its own; training forwards and backwards resume after it
+        self.optimizer.register_step_pre_hook(lambda *_: self.peaks.start("optimizer step"))
+        self.optimizer.register_step_post_hook(lambda *_: self.peaks.start("training step"))
         self.weights = cfg.rewards.weight_map()
         self.rewards = rewards if rewards is not None else {
             n: build_reward(n, cfg.rewards.options.get(n), self.device) for n in cfg.rewards.names}
+        # sampling's many forwards all-gather the model once, where the memory plan has room for it
+        self.keep_gathered = keeps_gathered(cfg, self.world, device_gib(self.device))
         self.progress = progress and self.rank == 0
         self.start = 0
+        self.peaks.start(None)
 
     # ---- bookkeeping ----------------------------------------------------------------------
     @property
@@ -109,10 +137,12 @@ class Trainer:
         key = self.seed_key(it)
         t0, p0 = time.perf_counter(), bb.passes
 
-        # ---- sample
+        # ---- sample (the model gathered once for all of it where the memory plan has room)
+        self.peaks.start("sampling")
         prompts = [Prompt(slot, pid, self.prompts[pid], self.embeds(pid)) for slot, pid in self.iteration_prompts(it)]
-        sample = sample_iteration(bb, self.plan.for_iteration(it), prompts, key, g, h, w, cfg.train.sample_batch,
-                                  probe=cfg.train.probe)
+        with dist.gathered(self.model, self.keep_gathered):
+            sample = sample_iteration(bb, self.plan.for_iteration(it), prompts, key, g, h, w, cfg.train.sample_batch,
+                                      probe=cfg.train.probe)
         t1, p1 = time.perf_counter(), bb.passes
 
         # ---- score every image of this rank; a non-finite reward stops every rank together
@@ -132,6 +162,7 @@ class Trainer:
             units += train_units(grp, key, cfg.train.micro_batch, cfg.method)
 
         # ---- update
+        self.peaks.start("training step")
         stats = self.update(units, it)
         t3 = time.perf_counter()
         return {"iteration": it, **self.reward_stats(sample), **stats,
@@ -139,9 +170,13 @@ class Trainer:
                 "passes/training": int(dist.all_reduce(torch.tensor(bb.passes - p1))),
                 "passes/probe": int(dist.all_reduce(torch.tensor(sample.probe_passes))),
                 "time/sampling": t1 - t0, "time/reward": t2 - t1, "time/training": t3 - t2, "time/total": t3 - t0,
-                **({"memory/peak_gib": float(dist.all_reduce(torch.tensor(torch.cuda.max_memory_allocated(self.device)
-                                                                          / 2**30), "max"))}
-                   if self.device.type == "cuda" else {})}
+                **self.memory_row()}
+
+    def memory_row(self) -> dict:
+        """Each phase's peak device memory since the last row (start-up's in the first row of a process),
+        the largest over ranks: memory/<phase>_gib (CUDA only)."""
+        peaks = self.peaks.take()
+        return {k: float(dist.all_reduce(torch.tensor(v), "max")) for k, v in sorted(peaks.items())}
 
     def reward_stats(self, sample) -> dict:
         """reward/<name>/mean|std over every scored group image (the DanceGRPO/MixGRPO releases' curve);
@@ -229,8 +264,9 @@ class Trainer:
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
                 self.log_path.write_text("")  # a run from iteration 0 starts a fresh log
             return 0
-        checkpoint.load(self.ckpt_dir, self.model, self.optimizer)
+        stats = checkpoint.load(self.ckpt_dir, self.model, self.optimizer)
         self.start = int(meta["iteration"])
+        self.record_io("checkpoint loaded", iteration=self.start, **stats)
         if self.rank == 0:
             self.log_path.write_text("".join(json.dumps(r) + "\n" for r in read_log(self.log_path, before=self.start)))
         return self.start
@@ -242,12 +278,24 @@ class Trainer:
                      for p in self.params)
         dist.raise_together(None if finite else f"iteration {iteration}: the weights are no longer finite; "
                             "the last finite checkpoint is kept", TrainingError)
-        checkpoint.save(self.ckpt_dir, self.model, self.optimizer,
-                        {"iteration": iteration, "config": self.cfg.to_dict(), "digest": self.cfg.digest(),
-                         "world": self.world})
+        stats = checkpoint.save(self.ckpt_dir, self.model, self.optimizer,
+                                {"iteration": iteration, "config": self.cfg.to_dict(), "digest": self.cfg.digest(),
+                                 "world": self.world})
+        self.record_io("checkpoint saved", iteration=iteration, **stats)
+
+    def record_io(self, event: str, **stats) -> None:
+        """One line of io.jsonl (rank 0): what a checkpoint save, resume or export moved, and how fast."""
+        if self.rank == 0:
+            with open(self.out / "io.jsonl", "a") as f:
+                f.write(json.dumps({"event": event, **stats}) + "\n")
 
     def train(self) -> Path:
-        """Run (or resume) to cfg.train.iterations; returns the exported final/ directory."""
+        """Run (or resume) to cfg.train.iterations; returns the exported final/ directory. A failure that
+        a retry would repeat (a diverged run) is recorded in the run directory first (egrpo.failures)."""
+        with failures.recorded(self.out, self.cfg, self.world, self.rank, lambda: self.iteration):
+            return self._train()
+
+    def _train(self) -> Path:
         from tqdm import tqdm
 
         self.out.mkdir(parents=True, exist_ok=True)
@@ -262,6 +310,7 @@ class Trainer:
         bar = tqdm(range(start, total), initial=start, total=total, disable=not self.progress,
                    desc=f"{self.cfg.method.name} seed {self.cfg.seed}")
         for it in bar:
+            self.iteration = it
             row = self.step(it)
             if self.rank == 0:
                 with open(self.log_path, "a") as f:
@@ -275,11 +324,15 @@ class Trainer:
             if (it + 1) % self.cfg.train.checkpoint_every == 0 or it + 1 == total:
                 self.save_checkpoint(it + 1)
         m = self.cfg.model
-        weights = checkpoint.full_trainable_state(self.model, dtype=resolve_dtype(m.dtype, self.device))
-        final = self.out / "final"
+        self.iteration = None
+        t0 = time.perf_counter()
+        weights = checkpoint.full_trainable_state(self.model, dtype=checkpoint.export_dtype(m.dtype, self.device))
+        final, gather_s = self.out / "final", time.perf_counter() - t0
         if self.rank == 0:
             lora = {"rank": m.lora_rank, "alpha": m.lora_alpha or m.lora_rank} if m.lora_rank else None
-            final = checkpoint.export_trained(self.out, weights, m.path, lora)
+            stats = checkpoint.export_trained(self.out, weights, m.path, lora, config=dict(dist.unwrap(self.model).config))
+            self.record_io("exported", gather_s=round(gather_s, 3), **stats)
+            final = self.out / "final"
         dist.barrier()
         if not self.cfg.train.keep_checkpoint and self.rank == 0:
             shutil.rmtree(self.ckpt_dir.parent, ignore_errors=True)

@@ -2,6 +2,7 @@
 
     torchrun --nproc-per-node 2 tests/dist_worker.py nan CONFIG OUT
     torchrun --nproc-per-node 2 tests/dist_worker.py sharded_grads CONFIG OUT
+    torchrun --nproc-per-node 2 tests/dist_worker.py gathers CONFIG OUT
 """
 
 import json
@@ -66,8 +67,50 @@ def main(mode: str, config: str, out: str) -> None:
                                    "sharded": all(type(p.grad).__name__ == "DTensor" for p in trainer.params),
                                    "local": sum(p.grad.to_local().numel() for p in trainer.params),
                                    "global": sum(p.numel() for p in trainer.params)})
+    elif mode == "gathers":
+        # one iteration with the model kept gathered through sampling (the plan's choice here) and one
+        # gathered per forward, from the same weights: FSDP2's all-gathers counted in each phase
+        counts, rows = {}, {}
+
+        def counted(real):
+            def counting(*args, **kwargs):
+                counts[phase] = counts.get(phase, 0) + 1
+                return real(*args, **kwargs)
+            return counting
+
+        for name in ("all_gather_single", "all_gather_into_tensor"):  # FSDP2's all-gather, by torch version
+            if hasattr(torch.distributed, name):
+                setattr(torch.distributed, name, counted(getattr(torch.distributed, name)))
+        for keep in (True, False):
+            trainer = Trainer(cfg, f"{out}/{keep}", progress=False)
+            planned, trainer.keep_gathered = trainer.keep_gathered, keep
+            update = trainer.update
+
+            def update_counted(*args, trainer=trainer, update=update, keep=keep):
+                global phase
+                phase = f"training {keep}"
+                return update(*args)
+
+            trainer.update = update_counted
+            global phase
+            phase, p0 = f"sampling {keep}", trainer.backbone.passes
+            calls = {"n": 0}
+            velocity = trainer.backbone.velocity
+
+            def counted_velocity(*args, calls=calls, velocity=velocity, **kwargs):
+                calls["n"] += torch.is_grad_enabled() is False
+                return velocity(*args, **kwargs)
+
+            trainer.backbone.velocity = counted_velocity
+            row = trainer.step(0)
+            rows[str(keep)] = {"reward": row["reward/brightness/mean"], "loss": row["loss"], "planned": planned,
+                               "sampling_forwards": calls["n"], "fsdp_modules": sum(
+                                   hasattr(m, "_get_fsdp_state") for m in trainer.model.modules())}
+        report(out, trainer.rank, {"counts": counts, "rows": rows})
     dist.destroy()
 
+
+phase = None
 
 if __name__ == "__main__":
     main(*sys.argv[1:])

@@ -80,6 +80,25 @@ def test_fsdp_gradients_stay_sharded_between_backward_passes(tiny_flux_dir, tmp_
         assert row["full_grads"] == 0 and row["sharded"] and row["local"] < 0.6 * row["global"]
 
 
+def test_sampling_gathers_the_model_once_per_iteration(tiny_flux_dir, tmp_path):
+    """Under FSDP2 the sampling phase all-gathers each sharded module once per iteration when the plan
+    has room (it has, here), instead of once per forward; the samples and the update are the same."""
+    cfg = _config(tmp_path, tiny_flux_dir, method="dancegrpo", train={"parallel": "fsdp"})
+    _launch(2, str(WORKER), "gathers", str(cfg), str(tmp_path / "o"))
+    rows = _worker_rows(tmp_path / "o")
+    assert len(rows) == 2
+    for row in rows:
+        kept, per_forward, counts = row["rows"]["True"], row["rows"]["False"], row["counts"]
+        assert kept["planned"]  # the memory plan chose to keep the model gathered
+        modules, forwards = kept["fsdp_modules"], kept["sampling_forwards"]
+        assert forwards >= 8 and modules == 4  # the tiny model: root + 1 double + 2 single blocks
+        assert counts["sampling True"] == modules  # once per module for all of the iteration's sampling
+        # per forward: every block each forward (the root keeps its own parameters between forwards)
+        assert counts["sampling False"] == (modules - 1) * forwards + 1
+        assert counts["training True"] == counts["training False"]  # training is left as it was
+        assert kept["reward"] == per_forward["reward"] and kept["loss"] == per_forward["loss"]
+
+
 def test_resume_at_another_world_size(tiny_flux_dir, tmp_path):
     """A sharded checkpoint of a 2-rank FSDP run resumes in one process (DCP reshards)."""
     cfg = _config(tmp_path, tiny_flux_dir, train={"iterations": 2, "checkpoint_every": 1, "parallel": "fsdp"})

@@ -128,6 +128,43 @@ def test_nan_reward_stops_naming_iteration_and_keeps_checkpoint(tiny_flux_dir, t
     assert meta["iteration"] == 2 and not (tmp_path / "checkpoints" / "last.tmp").exists()
 
 
+def test_a_diverged_run_is_recorded_and_its_retry_fails_at_once(tiny_flux_dir, tmp_path, monkeypatch):
+    """A non-finite reward is deterministic from the last checkpoint: the run directory records it, and
+    the same run started again fails with the same message before any model loads, until the record
+    is deleted; a run of another config removes the record."""
+    from egrpo import failures
+    from egrpo.errors import ConfigError
+    from egrpo.flux import FluxBackbone
+
+    register("nan_at_third_call", lambda options, device: (
+        lambda images, prompts, calls=[0]: (calls.__setitem__(0, calls[0] + 1), images.mean(dim=(1, 2, 3))
+                                            * (float("nan") if calls[0] == 3 else 1.0))[1]))
+    sections = dict(rewards={"names": ["nan_at_third_call"]}, train={"checkpoint_every": 1})
+    with pytest.raises(TrainingError, match="iteration 2") as first:
+        _trainer(tiny_flux_dir, tmp_path, "dancegrpo", **sections).train()
+    record = json.loads((tmp_path / failures.FILE).read_text())
+    assert record["kind"] == "TrainingError" and record["iteration"] == 2 and record["error"] == str(first.value)
+
+    loads = []
+    real = FluxBackbone.from_pretrained.__func__
+    monkeypatch.setattr(FluxBackbone, "from_pretrained", classmethod(lambda cls, *a, **k: loads.append(1) or real(cls, *a, **k)))
+    with pytest.raises(TrainingError, match=r"iteration 2: .*recorded in .*failed.json.*delete") as again:
+        _trainer(tiny_flux_dir, tmp_path, "dancegrpo", **sections)
+    assert str(first.value) in str(again.value) and loads == []  # failed before loading anything
+    _trainer(tiny_flux_dir, tmp_path / "other", "dancegrpo", **sections)  # another run directory: unaffected
+    (tmp_path / failures.FILE).unlink()  # cleared: the run starts (and resumes from its checkpoint)
+    assert _trainer(tiny_flux_dir, tmp_path, "dancegrpo", **sections).resume() == 2
+    failures.record(tmp_path, resolve(tiny_run_config(tiny_flux_dir, "dancegrpo", **sections), "dancegrpo"), 1,
+                    TrainingError("iteration 2: non-finite"), 2)
+    lower = {**sections, "optim": {"lr": 1e-3}}  # another config: the record says nothing about it
+    with pytest.raises(ConfigError, match="another config"):  # but its checkpoint refuses it, as before
+        _trainer(tiny_flux_dir, tmp_path, "dancegrpo", **lower).train()
+    record = json.loads((tmp_path / failures.FILE).read_text())  # a config error is recorded in turn
+    assert record["kind"] == "ConfigError" and record["config"]["optim"]["lr"] == 1e-3
+    with pytest.raises(ConfigError, match="another config.*recorded in"):
+        _trainer(tiny_flux_dir, tmp_path, "dancegrpo", **lower)
+
+
 def test_weights_that_blow_up_keep_the_last_finite_checkpoint(tiny_flux_dir, tmp_path, monkeypatch):
     tr = _trainer(tiny_flux_dir, tmp_path, "dancegrpo", train={"checkpoint_every": 1})
     real_step = Trainer.step
