@@ -33,8 +33,11 @@ FLUX_DEV = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=3
 # activations one block holds for backward, in hidden states [tokens, width] per sample (calibrated
 # with FSDPMemTracker on FLUX.1-dev at 720x720: benchmarks/README.md, "Memory plan")
 BLOCK_ACTIVATIONS = 25.7
-# a no-grad forward holds a few hidden states of one block at a time (input, attention, 4x MLP)
-SAMPLING_ACTIVATIONS = 6.0
+# a no-grad forward holds about 17 hidden states per row at its peak, in one block at a time (both
+# streams, rope-rotated queries and keys, attention, the 4x MLP and its activation); calibrated with the
+# tracker on FLUX.1-dev at 720x720, 24 rows (benchmarks/README.md, "Memory plan": 16.1 gathered per
+# forward, 18.6 with the model kept gathered)
+SAMPLING_ACTIVATIONS = 17.0
 # FLUX.1-dev's VAE decoder holds 768 values per output pixel at its peak (MemTracker, same section)
 DECODE_VALUES_PER_PIXEL = 768
 # parameter counts of components the run does not train (FLUX.1-dev's, and the paper's reward models)

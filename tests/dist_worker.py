@@ -33,6 +33,19 @@ def nan_on_rank_one(options, device):
 register("nan_on_rank_one", nan_on_rank_one)
 
 
+def boom_on_rank_one(options, device):
+    """A reward that fails on rank 1 only with an error no rank agrees on (as a CUDA OOM would)."""
+    def fn(images, prompts):
+        if dist.rank() == 1:
+            raise RuntimeError("boom on rank 1")
+        return images.mean(dim=(1, 2, 3))
+
+    return fn
+
+
+register("boom_on_rank_one", boom_on_rank_one)
+
+
 def report(out: str, rank: int, row: dict) -> None:
     """Each rank's result in its own file: lines two ranks print to one pipe can interleave."""
     path = Path(out) / f"worker_rank{rank}.json"
@@ -41,6 +54,13 @@ def report(out: str, rank: int, row: dict) -> None:
 
 
 def main(mode: str, config: str, out: str) -> None:
+    if mode == "teardown":  # egrpo's own command line, with a group teardown that blocks (as NCCL's can)
+        import time
+
+        from egrpo.cli import main as cli
+
+        torch.distributed.destroy_process_group = lambda *a, **k: time.sleep(3600)
+        sys.exit(cli(["train", "--config", config, "--out", out, "--no-progress"]))
     cfg = load_config(config)
     if mode == "nan":
         trainer = Trainer(cfg, out, progress=False)

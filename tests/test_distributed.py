@@ -120,6 +120,20 @@ def test_a_failure_on_one_rank_stops_every_rank_with_the_same_error(tiny_flux_di
     assert "(rank 1)" in rows[0]["result"]
 
 
+def test_a_rank_failing_alone_exits_without_the_group_teardown(tiny_flux_dir, tmp_path):
+    """An unexpected error on one rank (CUDA OOM, a bug) ends that process at once: NCCL's teardown
+    can block while the peers sit in a collective (simulated: destroy_process_group never returns),
+    which would hold the job until the group's timeout. torchrun then stops the other rank."""
+    import time
+
+    cfg = _config(tmp_path, tiny_flux_dir, method="dancegrpo", rewards={"names": ["boom_on_rank_one"]},
+                  train={"parallel": "fsdp"})
+    t0 = time.perf_counter()
+    r = _launch(2, str(WORKER), "teardown", str(cfg), str(tmp_path / "o"), check=False)
+    assert r.returncode != 0 and "RuntimeError: boom on rank 1" in r.stdout + r.stderr
+    assert time.perf_counter() - t0 < 300  # not the group's 60-minute timeout
+
+
 def test_cuda_setup_order_and_this_ranks_gpu(monkeypatch):
     """set_device(LOCAL_RANK) before the process group, which is bound to that device; a bare `cuda`
     is this rank's GPU. (No GPU here: the CUDA calls are recorded, not run.)"""
@@ -129,18 +143,24 @@ def test_cuda_setup_order_and_this_ranks_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", str(d))))
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
-    monkeypatch.setattr(torch.distributed, "init_process_group",
-                        lambda backend, device_id=None: calls.append(("init", backend, str(device_id))))
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend, device_id=None, timeout=None:
+                        calls.append(("init", backend, str(device_id), timeout)))
     monkeypatch.setattr(torch.distributed, "get_rank", lambda: 3)
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 8)
     monkeypatch.setenv("LOCAL_RANK", "3")
     monkeypatch.setenv("WORLD_SIZE", "8")
     monkeypatch.setenv("MASTER_ADDR", "localhost")
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
     device = dist.local_device("cuda")
     assert device == torch.device("cuda", 3) and dist.local_device("auto") == torch.device("cuda", 3)
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"  # before CUDA allocates
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: not not calls[1:])
     dist.init_from_env(device)
-    assert calls == [("set_device", "cuda:3"), ("init", "cpu:gloo,cuda:nccl", "cuda:3")]
+    # an explicit timeout: the mixed group would otherwise take gloo's default
+    assert calls == [("set_device", "cuda:3"), ("init", "cpu:gloo,cuda:nccl", "cuda:3", dist.PG_TIMEOUT)]
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:512")
+    dist.local_device("cuda")
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:512"  # a user's own setting wins
 
 
 def test_a_gpu_job_that_cannot_see_cuda_fails_instead_of_running_on_the_cpu(monkeypatch):

@@ -1,45 +1,97 @@
-"""The memory plan: held against PyTorch's FSDPMemTracker on a FLUX-architecture model (8 fake ranks,
-nothing allocated), and its report for the paper's config."""
+"""The memory plan, phase by phase: held against PyTorch's memory tracker on a FLUX-architecture model
+(rank 0 of 8 fake ranks, nothing allocated: egrpo.memtrace), its report for the paper's config, the
+sampling decision it makes, and the per-phase peaks a run logs."""
 
-import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from egrpo.config import resolve
-from egrpo.memory import FLUX_DEV, plan, plan_report, trace_fsdp_step
+from egrpo.memory import FLUX_DEV, GiB, PhasePeaks, count_parameters, keeps_gathered, plan, plan_report
+from egrpo.memtrace import measure_phases, planned_phases
 
 SMALL = dict(FLUX_DEV, num_layers=2, num_single_layers=4, num_attention_heads=4, attention_head_dim=64,
              joint_attention_dim=256, pooled_projection_dim=64, axes_dims_rope=(8, 28, 28))
+TOKENS = (256, 64)  # 256x256 images, 64 text tokens
 
 
-def _run_config(model_dir, checkpointing, micro_batch):
-    return resolve({"name": "mem", "method": {"name": "dancegrpo"}, "rewards": {"names": ["brightness"]},
-                    "model": {"path": str(model_dir), "height": 256, "width": 256, "max_sequence_length": 64,
-                              "gradient_checkpointing": checkpointing},
-                    "train": {"prompts": ["a"], "micro_batch": micro_batch, "parallel": "fsdp"}})
+@pytest.fixture(scope="module")
+def traced():
+    return measure_phases(SMALL, world=8, batches=(1, 12), sample_rows=24, num_tokens=TOKENS, trace=True)
 
 
-@pytest.mark.parametrize("checkpointing", [True, False])
-def test_plan_matches_the_tracker_on_a_flux_architecture(tmp_path, checkpointing):
-    (tmp_path / "transformer").mkdir()
-    (tmp_path / "transformer" / "config.json").write_text(json.dumps(SMALL))
-    traced = trace_fsdp_step(SMALL, world=8, batch=12, num_tokens=(256, 64), checkpointing=checkpointing)["Total"]
-    step = plan(_run_config(tmp_path, checkpointing, 12), gpus=8)["training step"]
-    planned = sum(c.gib for c in step if c.name != "VAE" and not c.name.startswith("reward"))
-    assert planned == pytest.approx(traced, rel=0.3), (planned, traced)
+def test_start_up_shards_first_and_the_plan_holds_it_within_ten_percent(traced):
+    planned = planned_phases(SMALL, world=8, batches=(1, 12), sample_rows=24, height=256, text_tokens=64)
+    whole_fp32 = 4 * count_parameters(SMALL)["total"] / GiB
+    # the obvious order holds the whole fp32 transformer; sharded first, one eighth and a tensor in flight
+    assert traced["start-up (obvious order)"] >= whole_fp32
+    assert traced["start-up: weights"] < 0.2 * traced["start-up (obvious order)"]
+    assert planned["start-up: weights"] == pytest.approx(traced["start-up: weights"], rel=0.1)
 
 
-def test_the_papers_config_gets_a_plan_by_component():
+def test_every_later_phase_of_the_plan_matches_the_trace(traced):
+    planned = planned_phases(SMALL, world=8, batches=(1, 12), sample_rows=24, height=256, text_tokens=64)
+    for phase in ("training step (1 rows)", "training step (12 rows)", "optimizer step (1 rows)",
+                  "optimizer step (12 rows)", "sampling (gathered, 24 rows)", "sampling (per forward, 24 rows)"):
+        assert planned[phase] == pytest.approx(traced[phase], rel=0.3), (phase, planned[phase], traced[phase])
+    # keeping the model gathered costs the gathered bf16 model, nothing else
+    gathered = traced["sampling (gathered, 24 rows)"] - traced["sampling (per forward, 24 rows)"]
+    assert gathered == pytest.approx(2 * count_parameters(SMALL)["total"] / GiB * 7 / 8, rel=0.3)
+
+
+def test_without_checkpointing_the_plan_matches_the_trace():
+    traced = measure_phases(SMALL, world=8, batches=(12,), sample_rows=24, num_tokens=TOKENS, trace=True,
+                            checkpointing=False)
+    planned = planned_phases(SMALL, world=8, batches=(12,), sample_rows=24, height=256, text_tokens=64,
+                             checkpointing=False)
+    assert planned["training step (12 rows)"] == pytest.approx(traced["training step (12 rows)"], rel=0.3)
+
+
+def _papers(method="dancegrpo", **model):
     raw = yaml.safe_load((Path(__file__).parents[1] / "config" / "flux.yaml").read_text())
-    training = dict(raw["training"], model={**raw["training"]["model"], "path": "/nonexistent/FLUX.1-dev"},
+    training = dict(raw["training"], model={**raw["training"]["model"], "path": "/nonexistent/FLUX.1-dev", **model},
                     train={**raw["training"]["train"], "prompts": ["a"]}, rewards={"names": ["hpsv21"]})
-    report = plan_report(resolve(training, "dancegrpo"), gpus=8, gpu_gib=79)
+    return resolve(training, method)
+
+
+def test_the_papers_config_gets_a_plan_by_phase_and_component():
+    report = plan_report(_papers(), gpus=8, gpu_gib=79)
     assert "FLUX.1-dev's published architecture" in report
-    for part in ("transformer weights", "gradients", "AdamW moments", "gathered blocks", "activations",
-                 "reward hpsv21", "text encoders"):
+    for part in ("start-up: prompts", "start-up: weights", "tensor in flight", "transformer weights", "gradients",
+                 "AdamW moments", "gathered model", "gathered blocks", "activations", "reward hpsv21", "text encoders"):
         assert part in report
     # without gradient checkpointing twelve 720x720 rows cannot fit: the plan says so
-    no_ckpt = dict(training, model={**training["model"], "gradient_checkpointing": False})
-    assert "WARNING" in plan_report(resolve(no_ckpt, "dancegrpo"), gpus=8, gpu_gib=79)
+    assert "WARNING" in plan_report(_papers(gradient_checkpointing=False), gpus=8, gpu_gib=79)
+
+
+def test_start_up_is_no_longer_the_peak_and_sampling_keeps_the_model_where_it_fits():
+    phases = {k: sum(c.gib for c in v) for k, v in plan(_papers("egrpo"), gpus=8, gpu_gib=79).items()}
+    assert phases["start-up: weights"] < 10 and phases["start-up: prompts"] < 10  # not the 44 GiB of the old order
+    assert keeps_gathered(_papers(), 8, 79.0) and not keeps_gathered(_papers(), 8, 40.0)
+    lora = plan(_papers(lora_rank=16, **{}), gpus=8)  # LoRA loads the whole bf16 base onto every GPU
+    assert any(c.name == "whole transformer" for c in lora["start-up: prompts"])
+
+
+def test_phase_peaks_reset_the_allocator_counter_per_phase(monkeypatch):
+    allocated = {"now": 0, "peak": 0}
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d: allocated.update(peak=allocated["now"]))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d: allocated["peak"])
+
+    def use(gib):
+        allocated["now"] = gib * GiB
+        allocated["peak"] = max(allocated["peak"], allocated["now"])
+
+    peaks = PhasePeaks(torch.device("cuda", 0))
+    peaks.start("sampling")
+    use(30), use(10)
+    peaks.start("training step")
+    use(20)
+    peaks.start("optimizer step")
+    use(25), use(10)
+    peaks.start("training step")
+    use(12)
+    assert peaks.take() == {"memory/sampling_gib": 30, "memory/training_gib": 20, "memory/optimizer_gib": 25}
+    assert peaks.take() == {}
+    assert PhasePeaks(torch.device("cpu")).take() == {}  # no allocator counter on the CPU
