@@ -67,6 +67,24 @@ def transformer_config(model_path: str) -> tuple[dict, str]:
     return dict(FLUX_DEV), "FLUX.1-dev's published architecture (model path not found)"
 
 
+def frozen_parameters(model_path: str) -> dict[str, float]:
+    """Parameter counts of the VAE and text encoders of a Flux-format directory, from their config files
+    (built on the meta device); FLUX.1-dev's published counts for what is not there yet."""
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    builders = {"vae": lambda d: AutoencoderKL.from_config(AutoencoderKL.load_config(d)),
+                "text_encoder": lambda d: CLIPTextModel(CLIPTextConfig.from_pretrained(d)),
+                "text_encoder_2": lambda d: T5EncoderModel(T5Config.from_pretrained(d))}
+    counts = dict(FROZEN)
+    for name, build in builders.items():
+        folder = Path(model_path) / name
+        if (folder / "config.json").is_file():
+            with torch.device("meta"):
+                counts[name] = float(sum(p.numel() for p in build(folder).parameters()))
+    return counts
+
+
 def count_parameters(cfg: dict, lora_rank: int = 0) -> dict:
     """Total, largest-block, largest-tensor and trainable parameter counts, from a model built on the
     meta device."""
@@ -130,7 +148,8 @@ def plan(cfg_run, gpus: int, gpu_gib: float = 79.0, arch: dict | None = None) ->
     # FSDP2 gathers bf16 blocks for compute at any world size, one process included
     gathered = [Component("gathered blocks", 2 * compute_bytes * n["largest_block"] / GiB,
                           "bf16 block in use + the one prefetched")] if fsdp else []
-    vae = [Component("VAE", compute_bytes * FROZEN["vae"] / GiB, "bf16", transformer=False)]
+    frozen = frozen_parameters(m.path)
+    vae = [Component("VAE", compute_bytes * frozen["vae"] / GiB, "bf16", transformer=False)]
     rewards = [Component(f"reward {r}", compute_bytes * REWARD_PARAMS.get(r, 0.0) / GiB, "bf16", transformer=False)
                for r in cfg_run.rewards.names if r in REWARD_PARAMS]
     hidden = n["width"] * tokens(cfg_run, arch) * compute_bytes  # one hidden state of one sample
@@ -160,7 +179,7 @@ def plan(cfg_run, gpus: int, gpu_gib: float = 79.0, arch: dict | None = None) ->
     if not fsdp:
         sampling = master + moments + sampling_rest
 
-    encoders = [Component("text encoders", compute_bytes * (FROZEN["text_encoder"] + FROZEN["text_encoder_2"]) / GiB,
+    encoders = [Component("text encoders", compute_bytes * (frozen["text_encoder"] + frozen["text_encoder_2"]) / GiB,
                           "bf16, encode the run's prompts once, then moved off the GPU", transformer=False)]
     if fsdp and builds_sharded(t.parallel, m.lora_rank):  # egrpo.startup: shard first, then load
         prompts = encoders + vae

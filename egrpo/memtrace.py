@@ -164,7 +164,7 @@ def measure_phases(arch: dict, *, world: int = 8, batches=(1, 12), sample_rows: 
     out: dict[str, float] = {}
 
     def record(key, value):
-        out[key] = round(value, 4)
+        out[key] = float(f"{value:.5g}")
         if on_phase:
             on_phase(dict(out))
 
@@ -260,4 +260,4 @@ def planned_phases(arch: dict, *, world: int, batches=(1, 12), sample_rows: int 
     for name, room in (("gathered", float("inf")), ("per forward", 0.0)):
         out[f"sampling ({name}, {sample_rows} rows)"] = total(plan(cfg(batches[0]), world, room, arch=arch)["sampling"],
                                                               transformer_only=True)
-    return {k: round(v, 4) for k, v in out.items()}
+    return {k: float(f"{v:.5g}") for k, v in out.items()}

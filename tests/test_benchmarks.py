@@ -3,6 +3,7 @@ with minutes to spare, so its code path (egrpo's Trainer on a FLUX-layout pipeli
 report) must already work when that session comes."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,13 +22,40 @@ def test_gpu_benchmark_runs_its_whole_path_on_cpu(tmp_path):
     assert res["egrpo_iteration_s"] >= res["egrpo_sampling_s"] + res["egrpo_training_s"]
 
 
-def test_fsdp_gpu_check_runs_its_whole_path_on_cpu(tmp_path):
-    """benchmarks/gpu_fsdp.py (full fine-tuning under FSDP2, sharded checkpoint and resume, evaluation on
-    the device, the memory plan beside the measured peak) on CPU processes, as CI can run it."""
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_fsdp.py"), "--tiny", "--out", str(tmp_path)],
-                       capture_output=True, text=True, timeout=900, cwd=tmp_path)
+def test_fsdp_gpu_check_runs_its_whole_path_on_cpu_from_a_tree_never_installed(bare_checkout, tmp_path):
+    """benchmarks/gpu_fsdp.py --tiny as a GPU machine gets it (a copied tree, no egrpo installed), run from
+    another folder: preflight, phase A (every phase's peak against the plan, fake tensors here) and phase
+    B (torchrun training, checkpoint, resume, export, evaluation)."""
+    python, tree = bare_checkout
+    r = subprocess.run([str(python), str(tree / "benchmarks/gpu_fsdp.py"), "--tiny", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=1200, cwd=tmp_path)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     res = json.loads((tmp_path / "gpu_fsdp.json").read_text())
-    assert res["resumed"] and res["iterations_logged"] == [0, 1, 2]
-    assert any(f.endswith(".distcp") for f in res["checkpoint_files"]) and "meta.json" in res["checkpoint_files"]
-    assert res["evaluated_trained_weights"] and res["plan_peak_gib"] > 0
+    assert res["finished"] and res["preflight"]["missing"] == [] and res["preflight"]["tree"] == str(tree)
+    assert "dancegrpo" in res["preflight"]["methods"]
+    a = res["phase_a"]
+    for phase in ("start-up (obvious order)", "start-up: weights", "training step (12 rows)", "optimizer step (1 rows)",
+                  "sampling (gathered, 24 rows)", "sampling (per forward, 24 rows)"):
+        assert a["compared"][phase]["measured_gib"] > 0 and a["compared"][phase]["planned_gib"] > 0
+    assert a["measured"]["start-up: weights"] < a["measured"]["start-up (obvious order)"]
+    b = res["phase_b"]
+    assert b["resumed"] and b["iterations_logged"] == [0, 1] and b["trained_pairs"] == 12 * 5
+    assert [e["event"] for e in b["io"]] == ["checkpoint saved", "exported", "checkpoint loaded", "checkpoint saved",
+                                            "exported"]
+    assert {"save", "load", "export"} <= set(b["throughput"]) and b["first_update"]["clip_range"] == 1e-4
+    assert any(f.endswith(".distcp") for f in b["checkpoint_files"]) and "meta.json" in b["checkpoint_files"]
+    assert b["evaluated_trained_weights"] and b["export_is_a_diffusers_directory"]
+
+
+def test_fsdp_gpu_check_stops_in_one_line_naming_what_is_missing(bare_checkout, tmp_path):
+    """Without CUDA and without a package (hidden here), the preflight names both and stops at once."""
+    python, tree = bare_checkout
+    hide = tmp_path / "hide"
+    (hide / "pandas").mkdir(parents=True)
+    (hide / "pandas" / "__init__.py").write_text("raise ImportError('pandas is not installed here')\n")
+    r = subprocess.run([str(python), str(tree / "benchmarks/gpu_fsdp.py"), "--out", str(tmp_path)], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(hide)})
+    assert r.returncode == 3
+    line = [x for x in r.stdout.splitlines() if x.startswith("gpu_fsdp preflight")]
+    assert len(line) == 1 and "pandas" in line[0] and "a CUDA device" in line[0]
+    assert json.loads((tmp_path / "gpu_fsdp.json").read_text())["preflight"]["missing"]
