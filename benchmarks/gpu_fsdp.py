@@ -268,8 +268,9 @@ def phase_b(args, res: Results, work: Path, budget: float) -> None:
         "model": {"path": str(work / "model"), "height": side, "width": side,
                   "max_sequence_length": 16 if args.tiny else 512, "gradient_checkpointing": True, "decode_batch": 8,
                   "cudnn_attention": False},
+        # one prompt's group of 12: sampling forwards and training forwards of 12 distinct rows each
         "train": {"prompts": PROMPTS, "iterations": 1, "prompts_per_iteration": 1, "checkpoint_every": 1,
-                  "micro_batch": 12, "sample_batch": 24, "parallel": "fsdp"},
+                  "micro_batch": 12, "sample_batch": 12, "parallel": "fsdp"},
         "optim": {"lr": 1e-5}, "rewards": {"names": ["brightness"]},
     }
     (work / "run.yaml").write_text(yaml.safe_dump(config))
