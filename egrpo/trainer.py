@@ -263,6 +263,7 @@ class Trainer:
             if self.rank == 0:
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
                 self.log_path.write_text("")  # a run from iteration 0 starts a fresh log
+                (self.out / "io.jsonl").unlink(missing_ok=True)
             return 0
         stats = checkpoint.load(self.ckpt_dir, self.model, self.optimizer)
         self.start = int(meta["iteration"])
