@@ -312,7 +312,9 @@ def load_trained(final_dir: str | Path, *, device="cpu", dtype="auto", base: str
         try:
             transformer = FluxTransformer2DModel.from_pretrained(folder, dtype=resolve_dtype(dtype, torch.device(device)))
         except (OSError, ValueError, RuntimeError, SafetensorError) as e:
-            raise InputError(f"{folder} cannot be loaded ({str(e).strip()[:300]}); retrain the run") from None
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise InputError(f"{folder}: the trained weights do not fit its config.json or cannot be read ({first}); "
+                             "retrain the run") from None
         backbone = FluxBackbone.from_pretrained(base, device=device, dtype=dtype, transformer=transformer, **kw)
     else:
         backbone = FluxBackbone.from_pretrained(base, device=device, dtype=dtype, **kw)

@@ -160,7 +160,8 @@ def trained_weights_do_not_fit(env):
 
     run = env["dir"] / "misfit"
     shutil.copytree(env["dir"] / "run", run)
-    save_file({"transformer_blocks.0.attn.to_q.weight": torch.zeros(3, 3)}, str(run / "final" / "trainable.safetensors"))
+    for weights in ("trainable.safetensors", "transformer/diffusion_pytorch_model.safetensors"):  # one file in a run
+        save_file({"transformer_blocks.0.attn.to_q.weight": torch.zeros(3, 3)}, str(run / "final" / weights))
     return ["evaluate", "--run", str(run), "--protocol", str(env["dir"] / "eval.json"),
             "--out", str(env["dir"] / "m.csv")], "do not fit"
 
