@@ -4,7 +4,8 @@ obvious order and sharded first), training steps, optimizer steps and sampling, 
 Two ways, one code path:
 - `trace=True` (CPU, no GPU needed): under FakeTensorMode nothing is allocated or computed; PyTorch's
   MemTracker counts every tensor the phases would hold. FLUX.1-dev at full size traces on a laptop.
-- `trace=False` on a GPU: real allocations and compute, peaks from the CUDA allocator, seconds per step.
+- `trace=False` on a GPU: real allocations and compute, peaks from the CUDA allocator, seconds per step
+  (on the CPU the same steps run for real with no counter: a smoke test of the GPU path).
 
 Either way a fake process group of `world` ranks stands in for the others (torchtitan's fake backend):
 collectives are no-ops, so rank 0 holds exactly what it would hold among `world` ranks. The model is
@@ -43,6 +44,19 @@ class _CudaMeter:
 
     def next_call(self):
         pass
+
+
+class _NoMeter(_CudaMeter):
+    """Real tensors on the CPU: no allocator counter (peaks read 0); runs the GPU path's steps anywhere."""
+
+    def reset(self):
+        pass
+
+    def peak(self) -> float:
+        return 0.0
+
+    def now(self) -> float:
+        return 0.0
 
 
 def _totals_tracker():
@@ -172,7 +186,7 @@ def measure_phases(arch: dict, *, world: int = 8, batches=(1, 12), sample_rows: 
         mesh = init_device_mesh(dev.type, (world,))  # outside FakeTensorMode (torchtitan's order)
         fake = FakeTensorMode() if trace else contextlib.nullcontext()
         with _trace_patches() if trace else contextlib.nullcontext(), fake:
-            meter = _TraceMeter(dev) if trace else _CudaMeter(dev)
+            meter = _TraceMeter(dev) if trace else _CudaMeter(dev) if dev.type == "cuda" else _NoMeter(dev)
             with meter.tracker if trace else contextlib.nullcontext():
                 # ---- start-up in the obvious order: the whole model as loaded (bf16), upcast, then sharded
                 meter.reset()

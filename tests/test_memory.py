@@ -49,6 +49,17 @@ def test_without_checkpointing_the_plan_matches_the_trace():
     assert planned["training step (12 rows)"] == pytest.approx(traced["training step (12 rows)"], rel=0.3)
 
 
+def test_the_gpu_path_of_the_measurement_runs_for_real_on_the_cpu():
+    """measure_phases without fake tensors (what phase A of benchmarks/gpu_fsdp.py runs on a GPU): real
+    tensors and compute; on the CPU there is no allocator counter, so only the steps and timings."""
+    arch = dict(SMALL, num_layers=1, num_single_layers=1)
+    measured = measure_phases(arch, world=8, batches=(2,), sample_rows=3, num_tokens=(16, 8), trace=False,
+                              device="cpu")
+    assert measured["s/training step (2 rows)"] > 0 and measured["s/sampling forward (gathered, 3 rows)"] > 0
+    assert set(measured) >= {"start-up (obvious order)", "start-up: weights", "optimizer step (2 rows)",
+                             "sampling (per forward, 3 rows)"}
+
+
 def _papers(method="dancegrpo", **model):
     raw = yaml.safe_load((Path(__file__).parents[1] / "config" / "flux.yaml").read_text())
     training = dict(raw["training"], model={**raw["training"]["model"], "path": "/nonexistent/FLUX.1-dev", **model},
