@@ -309,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     mem.add_argument("--method", choices=list(registry()))
     mem.add_argument("--section")
     mem.add_argument("--gpus", type=int, help="processes (GPUs) of the training job")
-    mem.add_argument("--gpu-gib", type=float, help="usable memory of one GPU")
+    mem.add_argument("--gpu-gib", type=float, help="usable memory of one GPU (it also decides whether sampling keeps "
+                     "the whole model gathered)")
 
     ev = command(sub, "evaluate", _evaluate)
     src = ev.add_mutually_exclusive_group(required=True)
