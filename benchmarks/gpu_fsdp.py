@@ -302,7 +302,8 @@ def phase_b(args, res: Results, work: Path, budget: float) -> None:
     res.set("phase_b", section)
     shutil.rmtree(work / "run" / "checkpoints", ignore_errors=True)  # room for nothing else to fail on
 
-    protocol = {"prompts": PROMPTS, "metrics": {"brightness": {"reward": "brightness"}},
+    (work / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
+    protocol = {"prompts": str(work / "prompts.txt"), "metrics": {"brightness": {"reward": "brightness"}},
                 "sampler": {"sampler": "flux_pipeline", "num_steps": 2 if args.tiny else 4, "height": side,
                             "width": side, "batch": 2}, "max_sequence_length": config["model"]["max_sequence_length"]}
     (work / "eval.json").write_text(json.dumps(protocol))
