@@ -85,6 +85,7 @@ def _train_run(cfg, out: str, progress: bool, protocol, eval_out: str | None, ev
     import gc
 
     from .checkpoint import load_trained
+    from .evaluate import model_dtype
     from .trainer import Trainer
 
     trainer = Trainer(cfg, out, progress=progress, **options)
@@ -95,7 +96,8 @@ def _train_run(cfg, out: str, progress: bool, protocol, eval_out: str | None, ev
         device = trainer.device
         del trainer  # the trained weights are on disk; do not hold two models at once
         gc.collect()
-        backbone = load_trained(final, device=device, max_sequence_length=protocol.max_sequence_length)
+        backbone = load_trained(final, device=device, max_sequence_length=protocol.max_sequence_length,
+                                dtype=model_dtype(protocol.sampler, device))
         _evaluate_backbone(backbone, protocol, eval_out, eval_images)
 
 
@@ -156,8 +158,10 @@ def _evaluate_backbone(backbone, protocol, out: str, images: str | None) -> None
 
     rank, world = dist.init_from_env(backbone.device)
     prompts = load_prompts(protocol.prompts, key="protocol prompts")[: protocol.limit]
-    metrics = {label: build_reward(m.reward, m.options, backbone.device) for label, m in protocol.metrics.items()}
-    df = evaluate(backbone, prompts, metrics, protocol.sampler, rank=rank, world=world, image_dir=images)
+    metrics = {label: build_reward(m.reward, {**m.options, "precision": protocol.precision}, backbone.device)
+               for label, m in protocol.metrics.items()}
+    df = evaluate(backbone, prompts, metrics, protocol.sampler, rank=rank, world=world, image_dir=images,
+                  score_text=protocol.score_text)
     out = Path(out)
     part = out if world == 1 else out.with_suffix(f".rank{rank}.csv")
     _write(part, lambda p: df.to_csv(p, index=False))
@@ -176,14 +180,17 @@ def _evaluate_backbone(backbone, protocol, out: str, images: str | None) -> None
         summarise(df, list(metrics), weights).to_csv(out.with_suffix(".summary.csv"), index=False)
 
 
-def _load_model(model: str | None, run: str | None, msl: int, device):
-    """The base model (a Flux-format directory) or a training run's final weights on top of it."""
+def _load_model(model: str | None, run: str | None, protocol, device):
+    """The base model (a Flux-format directory) or a training run's final weights on top of it, in the
+    protocol's sampling dtype."""
     from .checkpoint import load_trained
+    from .evaluate import model_dtype
     from .flux import FluxBackbone
 
+    msl, dtype = protocol.max_sequence_length, model_dtype(protocol.sampler, device)
     if run is not None:
-        return load_trained(Path(run) / "final", device=device, max_sequence_length=msl)
-    return FluxBackbone.from_pretrained(model, device=device, max_sequence_length=msl)
+        return load_trained(Path(run) / "final", device=device, max_sequence_length=msl, dtype=dtype)
+    return FluxBackbone.from_pretrained(model, device=device, max_sequence_length=msl, dtype=dtype)
 
 
 def _evaluate(args) -> None:
@@ -192,8 +199,7 @@ def _evaluate(args) -> None:
     from .evaluate import Protocol
 
     protocol = load_spec(Protocol, getattr(args, "protocol", None), args.set, "evaluation protocol")
-    backbone = _load_model(getattr(args, "model", None), getattr(args, "run", None), protocol.max_sequence_length,
-                           _device(args))
+    backbone = _load_model(getattr(args, "model", None), getattr(args, "run", None), protocol, _device(args))
     _evaluate_backbone(backbone, protocol, args.out, getattr(args, "images", None))
 
 
@@ -212,7 +218,7 @@ def _render(args) -> None:
         raise SystemExit(f"egrpo render: --run takes NAME=RUN_DIR, got {bad[0]!r}")
     device = _device(args)
     for name, run in [("base", None)] + [tuple(r.split("=", 1)) for r in args.run]:
-        backbone = _load_model(args.model, run, protocol.max_sequence_length, device)
+        backbone = _load_model(args.model, run, protocol, device)
         images = generate(backbone, prompts, range(len(prompts)), protocol.sampler)
         save_images(images, [f"{k:05d}.png" for k in range(len(prompts))], Path(args.out) / name)
         del backbone  # one model on the device at a time

@@ -82,11 +82,49 @@ class RewardChoice(Strict):
         return dict(zip(self.names, self.weights or [1.0] * len(self.names)))
 
 
+RewardPrecision = Literal["fp32", "amp", "bf16"]  # egrpo.rewards.images.PRECISIONS
+
+
 class RewardsConfig(RewardChoice):
-    """The rewards a run trains on, their options and batch."""
+    """The rewards a run trains on, their options, precision and batch."""
 
     options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-reward options (weight paths)")
+    normalise_weights: bool = Field(False, description="divide the weights by their sum (MixGRPO's release: "
+                                    "1:1 becomes 0.5:0.5)")
+    precision: RewardPrecision | dict[RewardName, RewardPrecision] = Field(
+        "amp", description="the reward models' precision (or one per reward): amp = fp32 weights under fp16 "
+        "autocast on a GPU (the releases' training rewards; fp32 on a CPU), fp32, or bf16 (half the memory)")
     batch: int = Field(32, ge=1, description="images per reward-model call")
+
+    @field_validator("options")
+    @classmethod
+    def _precision_once(cls, options: dict) -> dict:
+        for name, o in options.items():
+            if "precision" in (o or {}):
+                raise ValueError(f"{name}.precision: set by rewards.precision (a run's rewards) or eval.precision "
+                                 "(the metrics), not per reward's options")
+        return options
+
+    def reward_options(self, name: str) -> dict:
+        """What reward `name` is built with: its options and its precision."""
+        p = self.precision
+        default = type(self).model_fields["precision"].default
+        return {**(self.options.get(name) or {}), "precision": p.get(name, default) if isinstance(p, dict) else p}
+
+    def weight_map(self) -> dict[str, float]:
+        weights = super().weight_map()
+        if self.normalise_weights:
+            total = sum(weights.values())
+            if not total > 0:
+                raise ValueError(f"rewards.normalise_weights: the weights {list(weights.values())} do not sum to a "
+                                 "positive number")
+            weights = {n: w / total for n, w in weights.items()}
+        return weights
+
+    @model_validator(mode="after")
+    def _normalisable(self):
+        self.weight_map()
+        return self
 
 
 class TrainConfig(Strict):

@@ -6,10 +6,13 @@ samples). Several samples per prompt average out the sampling noise of a prompt'
 otherwise counts as prompt-to-prompt variation in every paired comparison (egrpo.stats).
 Two samplers: our ODE sampler on the training schedule (the embedded world), or diffusers'
 FluxPipeline with its own schedule (the paper's FLUX protocol: 1024x1024, 50 steps, guidance 3.5).
+The model samples in `EvalSpec.dtype` (the release's fp16 on a GPU); the metrics score in fp32
+(`precision`) against the prompt, or against the release's file name (`score_text`).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence
 
@@ -41,6 +44,9 @@ class EvalSpec(Strict):
     batch: int = Field(16, ge=1, description="images per sampler call")
     seed: int = Field(42, ge=0, description="evaluation seed: each image's seed derives from it, the prompt and the sample")
     samples: int = Field(1, ge=1, description="images per test prompt, averaged per prompt by the tables (the paper: 1)")
+    dtype: Literal["auto", "fp16", "bf16", "fp32"] = Field(
+        "auto", description="the model's dtype while sampling: `auto` is fp16 on a GPU, as the release's eval.py "
+        "casts the trained weights and the pipeline, and fp32 on a CPU")
 
 
 class Metric(Strict):
@@ -64,6 +70,12 @@ class ProtocolSettings(Strict):
 
     sampler: EvalSpec = Field(default_factory=EvalSpec, description="how the test images are drawn")
     max_sequence_length: int = Field(MAX_SEQUENCE_LENGTH, ge=1, description="T5 tokens of a test prompt")
+    precision: Literal["fp32", "amp", "bf16"] = Field(
+        "fp32", description="the metrics' precision (egrpo.rewards.images): fp32 as the releases' evaluation "
+        "scripts, amp (fp32 weights under fp16 autocast on a GPU) or bf16")
+    score_text: Literal["prompt", "filename"] = Field(
+        "prompt", description="what each image is scored against: its prompt, or the release's file name "
+        "(C eval.py's sanitize_filename: 9 characters replaced by _, cut at 200 characters)")
 
 
 class Protocol(ProtocolSettings):
@@ -73,6 +85,30 @@ class Protocol(ProtocolSettings):
     prompts: str = Field(description="the test prompt file")
     limit: PromptLimit = Field(None, description="the first N prompts only (null: all)")
     metrics: dict[str, Metric] = Field(description="table column -> the reward that scores it")
+
+
+def model_dtype(spec: EvalSpec, device: torch.device) -> torch.dtype:
+    """The dtype the evaluated model is loaded and sampled in: `auto` is the release's fp16 on a GPU (C
+    casts the trained fp32 weights and the whole pipeline to fp16) and fp32 on a CPU."""
+    from .flux import resolve_dtype
+
+    if spec.dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return resolve_dtype(spec.dtype, device)
+
+
+def release_file_name(prompt: str) -> str:
+    """The E-GRPO release's evaluation scores each image against its file name, not its prompt: the
+    prompt with \\/:*?"<>| replaced by _ and cut at 200 characters (C eval.py:21-23, 71-73;
+    test_hps_score.py:65 takes the name without .png as the text)."""
+    return re.sub(r'[\\/:*?"<>|]', "_", prompt)[:200].rstrip() or "untitled"
+
+
+def scored_texts(prompts: Sequence[str], rule: str = "prompt") -> list[str]:
+    """The text each image is scored against: its prompt, or (`filename`) the release's file name."""
+    if rule not in ("prompt", "filename"):
+        raise ValueError(f"score_text: prompt or filename, got {rule!r}")
+    return list(prompts) if rule == "prompt" else [release_file_name(p) for p in prompts]
 
 
 def _seed_parts(spec: EvalSpec, prompt_index: int, sample: int) -> tuple:
@@ -123,19 +159,23 @@ def score_images(images: torch.Tensor, prompts: Sequence[str], metrics: dict[str
 
 
 def evaluate(backbone: FluxBackbone, prompts: Sequence[str], metrics: dict[str, Reward], spec: EvalSpec,
-             *, rank: int = 0, world: int = 1, image_dir: str | Path | None = None) -> pd.DataFrame:
+             *, rank: int = 0, world: int = 1, image_dir: str | Path | None = None,
+             score_text: str = "prompt") -> pd.DataFrame:
     """Per-image table (prompt_index, sample, prompt, seed, one column per metric) for this shard:
-    spec.samples rows per prompt."""
+    spec.samples rows per prompt; with score_text `filename`, also the text scored (scored_text)."""
     indices = list(range(rank, len(prompts), world))
     texts = [prompts[k] for k in indices]
+    scored = scored_texts(texts, score_text)
     frames = []
     for j in range(spec.samples):
         images = generate(backbone, prompts, indices, spec, sample_index=j)
-        scores = score_images(images, texts, metrics)
+        scores = score_images(images, scored, metrics)
         if image_dir is not None:
             save_images(images, [image_name(k, j) for k in indices], image_dir)
         df = pd.DataFrame({"prompt_index": indices, "sample": j, "prompt": texts,
                            "seed": [image_seed(spec, k, j) for k in indices]})
+        if score_text != "prompt":
+            df["scored_text"] = scored
         frames.append(df.assign(**scores))
     return pd.concat(frames).sort_values(["prompt_index", "sample"], kind="stable").reset_index(drop=True)
 

@@ -100,11 +100,18 @@ class Inputs(Strict):
     def _registered(cls, rewards: dict) -> dict:
         for name in rewards:
             reward_spec(name, f"inputs.rewards.{name}")
+            if "precision" in (rewards[name] or {}):
+                raise ValueError(f"{name}.precision: the precision is set by training.rewards.precision (training "
+                                 "rewards) and eval.precision (the metrics); remove it here")
         return rewards
 
 
 class Setting(RewardChoice):
     """A reward setting of Table 1: the rewards its runs train on."""
+
+    constructed: list[MethodName] = Field(
+        default_factory=list, description="methods whose release has no code for this setting: their rows are "
+        "the harness's construction (Table 1's note says so)")
 
 
 class Ablations(Strict):
@@ -192,6 +199,10 @@ class Experiment(Strict):
                 for key in keys:
                     if key in ((raw or {}).get(section) or {}):
                         raise ValueError(f"training.{overlay}{section}.{key}: written under {keys[key]}; remove it here")
+        for s, setting in self.settings.items():
+            for k, m in enumerate(setting.constructed):
+                if m not in self.methods:
+                    raise ValueError(f"settings.{s}.constructed[{k}]: {m!r} is not one of methods {self.methods}")
         a = self.ablations
         if a.setting not in self.settings:
             raise ValueError(f"ablations.setting: {a.setting!r} is not one of settings {list(self.settings)}")
@@ -259,7 +270,8 @@ class Experiment(Strict):
     def raw_run_config(self, setting: str, method: str, variant: str = MAIN) -> dict:
         """The `training` block with the inputs, the setting's rewards and the variant applied."""
         s = self.settings[setting]
-        rewards = {**s.model_dump(), "options": {n: self.reward_options(n) for n in s.names}}
+        rewards = {**s.model_dump(include=set(RewardChoice.model_fields)),
+                   "options": {n: self.reward_options(n) for n in s.names}}
         inputs = {"model": {"path": self.inputs.model}, "train": {"prompts": self.inputs.prompts.train},
                   "rewards": rewards}
         raw = deep_merge(self.training, inputs)
@@ -358,7 +370,7 @@ class Experiment(Strict):
     def eval_protocol(self) -> Protocol:
         e = self.eval
         return Protocol(prompts=self.inputs.prompts.test, limit=e.test_limit, metrics=self.metric_specs(),
-                        sampler=e.sampler, max_sequence_length=e.max_sequence_length)
+                        **e.model_dump(include=set(ProtocolSettings.model_fields)))
 
     @property
     def merge_method(self) -> str | None:

@@ -11,6 +11,7 @@ step (AdamW). The activation factors are calibrated against PyTorch's memory tra
 architecture (egrpo.memtrace runs every phase in one process on fake tensors, or for real on a GPU;
 benchmarks/memory_plan.py compares the two), and tests/test_memory.py holds the plan to the trace,
 phase by phase, on a smaller FLUX-architecture model.
+Reward models keep fp32 weights unless rewards.precision is bf16.
 """
 
 from __future__ import annotations
@@ -150,8 +151,13 @@ def plan(cfg_run, gpus: int, gpu_gib: float = 79.0, arch: dict | None = None) ->
                           "bf16 block in use + the one prefetched")] if fsdp else []
     frozen = frozen_parameters(m.path)
     vae = [Component("VAE", compute_bytes * frozen["vae"] / GiB, "bf16", transformer=False)]
-    rewards = [Component(f"reward {r}", compute_bytes * REWARD_PARAMS.get(r, 0.0) / GiB, "bf16", transformer=False)
-               for r in cfg_run.rewards.names if r in REWARD_PARAMS]
+    rewards = []
+    for r in cfg_run.rewards.names:
+        if r in REWARD_PARAMS:  # amp keeps fp32 weights (the releases' training rewards)
+            precision = cfg_run.rewards.reward_options(r)["precision"]
+            size = 2 if precision == "bf16" else 4
+            rewards.append(Component(f"reward {r}", size * REWARD_PARAMS[r] / GiB,
+                                     "bf16" if size == 2 else f"fp32 weights ({precision})", transformer=False))
     hidden = n["width"] * tokens(cfg_run, arch) * compute_bytes  # one hidden state of one sample
     rows = 1 if shared_input(cfg_run.method) else max(1, t.micro_batch)
     if m.gradient_checkpointing:

@@ -164,7 +164,26 @@ class Tables:
         label = " > ".join([display_name(m) for m in order] + [display_name("base")])
         notes += [*pairs, Ordering(key, label, [*pairs, gain_claims[order[-1]]])]
         notes += self.compute_matched(setting, order, computes, rows)
-        return pd.DataFrame(rows), notes
+        return pd.DataFrame(rows), notes + self.rewards_note(setting)
+
+    def rewards_note(self, setting: str) -> list[str]:
+        """How each method's training reward combines a setting's rewards (from its resolved run config),
+        and which rows no released code trains (`settings.<name>.constructed`)."""
+        names, constructed = self.exp.settings[setting].names, self.exp.settings[setting].constructed
+        if len(names) < 2 and not constructed:
+            return []
+        parts = []
+        for m in self.exp.methods:
+            r = self.exp.run_config(setting, m).rewards
+            w = r.weight_map()
+            how = "each normalised in the group, then summed" if r.aggregation == "normalise_each" else \
+                "summed, then normalised in the group"
+            parts.append(f"{display_name(m)} {' + '.join(f'{w[n]:g} {n}' for n in r.names)} ({how})")
+        note = "training reward: " + "; ".join(parts)
+        if constructed:
+            note += (f". {', '.join(display_name(m) for m in constructed)}: no released code trains this setting; "
+                     "the row is the harness's construction")
+        return [note]
 
     def compute_matched(self, setting: str, order: list[str], computes: dict, rows: list[dict]) -> list:
         """Training reward (the policy's ODE probe on the training prompts) at the transformer passes of

@@ -93,7 +93,7 @@ class Trainer:
         self.optimizer.register_step_post_hook(lambda *_: self.peaks.start("training step"))
         self.weights = cfg.rewards.weight_map()
         self.rewards = rewards if rewards is not None else {
-            n: build_reward(n, cfg.rewards.options.get(n), self.device) for n in cfg.rewards.names}
+            n: build_reward(n, cfg.rewards.reward_options(n), self.device) for n in cfg.rewards.names}
         # sampling's many forwards all-gather the model once, where the memory plan has room for it
         self.keep_gathered = keeps_gathered(cfg, self.world, device_gib(self.device))
         self.progress = progress and self.rank == 0

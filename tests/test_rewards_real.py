@@ -146,14 +146,27 @@ def test_imagereward_wrapper_matches_package_score(tiny_imagereward):
     assert got.std() > 1e-3
 
 
-def test_reward_models_run_in_bf16_on_a_gpu_and_score_in_chunks():
-    from egrpo.rewards.images import reward_dtype
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+def test_a_precision_is_a_weight_dtype_and_an_autocast():
+    """fp32: fp32 weights and arithmetic; amp: fp32 weights under fp16 autocast on a GPU (the releases'
+    torch.amp.autocast('cuda'), which leaves CPU tensors in fp32); bf16: bf16 weights and arithmetic."""
+    from egrpo.rewards.images import reward_precision
 
-    assert reward_dtype({}, torch.device("cuda")) == torch.bfloat16
-    assert reward_dtype({}, torch.device("cpu")) == torch.float32
-    assert reward_dtype({"precision": "fp32"}, torch.device("cuda")) == torch.float32
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert reward_precision({}, cuda) == reward_precision({"precision": "fp32"}, cuda)  # unset: fp32
+    amp = reward_precision({"precision": "amp"}, cuda)
+    assert (amp.weights, amp.autocast, amp.compute) == (torch.float32, torch.float16, torch.float16)
+    ctx = amp.context()
+    assert isinstance(ctx, torch.autocast) and ctx.device == "cuda" and ctx.fast_dtype == torch.float16
+    assert reward_precision({"precision": "amp"}, cpu).compute == torch.float32
+    for device in (cpu, cuda):
+        bf16 = reward_precision({"precision": "bf16"}, device)
+        assert (bf16.weights, bf16.autocast) == (torch.bfloat16, None)
     with pytest.raises(ConfigError, match="precision"):
-        reward_dtype({"precision": "half"}, torch.device("cpu"))
+        reward_precision({"precision": "half"}, cpu)
+
+
+def test_rewards_score_in_chunks():
     sizes = []
 
     def counting(images, prompts):
@@ -162,3 +175,52 @@ def test_reward_models_run_in_bf16_on_a_gpu_and_score_in_chunks():
 
     out = score(counting, "brightness", _images(n=5), ["p"] * 5, batch=2)
     assert sizes == [2, 2, 1] and out.shape == (5,)
+
+
+@pytest.fixture(scope="module")
+def tiny_rewards(tiny_hps, tiny_clip_dir, tiny_pickscore, tiny_imagereward):
+    """reward -> options of the four stand-ins."""
+    return {"hpsv21": {"checkpoint": str(tiny_hps[0]), "model": str(tiny_hps[1])},
+            "clip_score": {"checkpoint": str(tiny_clip_dir)},
+            "pickscore": {"model_dir": str(tiny_pickscore[0]), "processor_dir": str(tiny_pickscore[1])},
+            "imagereward": {k: str(v) for k, v in tiny_imagereward.items()}}
+
+
+def _linear_dtypes(fn, images, prompts):
+    """Score, recording (weight dtype, output dtype) of every nn.Linear the scorer runs."""
+    seen = []
+
+    def hook(module, inputs, output):
+        if isinstance(module, torch.nn.Linear) and isinstance(output, torch.Tensor):
+            seen.append((module.weight.dtype, output.dtype))
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        out = score(fn, "reward", images, prompts)
+    finally:
+        handle.remove()
+    assert seen, "the scorer ran no nn.Linear"
+    return out, set(seen)
+
+
+@pytest.mark.parametrize("name", ["hpsv21", "clip_score", "pickscore", "imagereward"])
+def test_each_precision_reaches_the_scorer(tiny_rewards, name, monkeypatch):
+    """The precision set for a reward is what its model's weights are stored in and what its matrix
+    products run in; amp's autocast wraps the whole score (shown with CPU autocast, this machine having
+    no GPU: the same context object the GPU gets, on the CPU's device type)."""
+    from egrpo.rewards.images import Precision
+
+    images = _images(seed=5)
+    fp32, seen = _linear_dtypes(build_reward(name, {**tiny_rewards[name], "precision": "fp32"}), images, PROMPTS)
+    assert seen == {(torch.float32, torch.float32)}
+    bf16, seen = _linear_dtypes(build_reward(name, {**tiny_rewards[name], "precision": "bf16"}), images, PROMPTS)
+    assert seen == {(torch.bfloat16, torch.bfloat16)}
+    assert bf16.dtype == torch.float32 and torch.isfinite(bf16).all()
+    assert not torch.equal(bf16, fp32) and torch.allclose(bf16, fp32, atol=0.1, rtol=0.1)
+    amp, seen = _linear_dtypes(build_reward(name, {**tiny_rewards[name], "precision": "amp"}), images, PROMPTS)
+    assert seen == {(torch.float32, torch.float32)} and torch.equal(amp, fp32)  # the CPU: fp32, as the releases
+    # amp on a GPU: fp32 weights, products under the autocast context (here CPU's, bf16)
+    monkeypatch.setattr(Precision, "context", lambda self: torch.autocast("cpu", dtype=torch.bfloat16)
+                        if self.name == "amp" else __import__("contextlib").nullcontext())
+    _, seen = _linear_dtypes(build_reward(name, {**tiny_rewards[name], "precision": "amp"}), images, PROMPTS)
+    assert seen == {(torch.float32, torch.bfloat16)}

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from . import Reward, require
-from .images import reward_dtype, to_pil
+from .images import reward_precision, to_pil
 
 
 
@@ -156,21 +156,22 @@ def load_image_reward(checkpoint: str, med_config: str, tokenizer_dir: str, devi
 
 def imagereward(options: dict, device: torch.device) -> Reward:
     """ImageReward v1.0 score per (image, prompt): the package's own score() path, batched."""
-    dtype = reward_dtype(options, device)
+    precision = reward_precision(options, device)
     model = load_image_reward(require(options, "checkpoint", "imagereward"),
                               require(options, "med_config", "imagereward"),
-                              require(options, "tokenizer_dir", "imagereward"), device, dtype)
+                              require(options, "tokenizer_dir", "imagereward"), device, precision.weights)
 
     @torch.no_grad()
     def score(images, prompts):
         text = model.blip.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=35,
                                     return_tensors="pt").to(device)
-        x = torch.stack([model.preprocess(im) for im in to_pil(images)]).to(device, dtype)
-        image_embeds = model.blip.visual_encoder(x)
-        atts = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=device)
-        out = model.blip.text_encoder(text.input_ids, attention_mask=text.attention_mask,
-                                      encoder_hidden_states=image_embeds, encoder_attention_mask=atts, return_dict=True)
-        rewards = model.mlp(out.last_hidden_state[:, 0, :]).float()
+        x = torch.stack([model.preprocess(im) for im in to_pil(images)]).to(device, precision.weights)
+        with precision.context():
+            image_embeds = model.blip.visual_encoder(x)
+            atts = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=device)
+            out = model.blip.text_encoder(text.input_ids, attention_mask=text.attention_mask,
+                                          encoder_hidden_states=image_embeds, encoder_attention_mask=atts, return_dict=True)
+            rewards = model.mlp(out.last_hidden_state[:, 0, :]).float()
         return ((rewards - model.mean) / model.std)[:, 0].float().cpu()
 
     return score

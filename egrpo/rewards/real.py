@@ -16,13 +16,19 @@ import torch
 
 from ..errors import ConfigError, WeightsMissingError
 from . import Reward, option_key, require, reward_spec
-from .images import reward_dtype, to_pil
+from .images import reward_precision, to_pil
+
+
+def _rowwise_dot(image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+    """<image_k, text_k> per row, as the releases' diagonal of image @ text.T (a matrix product: under
+    autocast it runs, and is rounded, in the autocast dtype as theirs is)."""
+    return (image_features.unsqueeze(1) @ text_features.unsqueeze(2)).flatten()
 
 
 def _cosine(image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-    image_features = image_features / image_features.norm(dim=-1, keepdim=True)
-    text_features = text_features / text_features.norm(dim=-1, keepdim=True)
-    return (image_features * text_features).sum(-1)
+    import torch.nn.functional as F
+
+    return _rowwise_dot(F.normalize(image_features, dim=-1), F.normalize(text_features, dim=-1))
 
 
 def _open_clip_config(name: str, register) -> str:
@@ -70,7 +76,7 @@ def hps_v21(options: dict, device: torch.device) -> Reward:
 
     ckpt = require(options, "checkpoint", "hpsv21")
     name = _open_clip_config(options.get("model", "ViT-H-14"), add_model_config)
-    dtype = reward_dtype(options, device)
+    precision = reward_precision(options, device)
     model, _, preprocess = create_model_and_transforms(
         name, None, precision="fp32", device=device, jit=False, force_quick_gelu=False, force_custom_text=False,
         force_patch_dropout=False, force_image_size=None, pretrained_image=False, image_mean=None, image_std=None,
@@ -80,14 +86,15 @@ def hps_v21(options: dict, device: torch.device) -> Reward:
     state = state["state_dict"] if "state_dict" in state else state
     check_open_clip_checkpoint(get_model_config(name), ckpt, option_key("hpsv21", "checkpoint"), state)
     model.load_state_dict(state)
-    model.to(dtype).eval().requires_grad_(False)
+    model.to(precision.weights).eval().requires_grad_(False)
     tokenizer = get_tokenizer(name)
 
     @torch.no_grad()
     def score(images, prompts):
-        x = torch.stack([preprocess(im) for im in to_pil(images)]).to(device, dtype)
-        out = model(x, tokenizer(list(prompts)).to(device))
-        return _cosine(out["image_features"].float(), out["text_features"].float()).cpu()
+        x = torch.stack([preprocess(im) for im in to_pil(images)]).to(device, precision.weights)
+        with precision.context():
+            out = model(x, tokenizer(list(prompts)).to(device))  # hpsv2's CLIP returns normalised features
+            return _rowwise_dot(out["image_features"], out["text_features"]).float().cpu()
 
     return score
 
@@ -127,15 +134,16 @@ def clip_score(options: dict, device: torch.device) -> Reward:
     check_open_clip_checkpoint(model_cfg, weights, key)
     model, _, preprocess = open_clip.create_model_and_transforms(
         name, pretrained=None if ckpt.is_dir() else weights, device=device, require_pretrained=True)
-    dtype = reward_dtype(options, device)
-    model.to(dtype).eval().requires_grad_(False)
+    precision = reward_precision(options, device)
+    model.to(precision.weights).eval().requires_grad_(False)
     tokenizer = open_clip.get_tokenizer(name)
 
     @torch.no_grad()
     def score(images, prompts):
-        x = torch.stack([preprocess(im) for im in to_pil(images)]).to(device, dtype)
+        x = torch.stack([preprocess(im) for im in to_pil(images)]).to(device, precision.weights)
         text = tokenizer(list(prompts)).to(device)
-        return _cosine(model.encode_image(x).float(), model.encode_text(text).float()).cpu()
+        with precision.context():
+            return _cosine(model.encode_image(x), model.encode_text(text)).float().cpu()
 
     return score
 
@@ -146,15 +154,16 @@ def pickscore(options: dict, device: torch.device) -> Reward:
 
     model_dir = require(options, "model_dir", "pickscore")
     processor = AutoProcessor.from_pretrained(require(options, "processor_dir", "pickscore"))
-    dtype = reward_dtype(options, device)
-    model = CLIPModel.from_pretrained(model_dir).to(device, dtype).eval().requires_grad_(False)
+    precision = reward_precision(options, device)
+    model = CLIPModel.from_pretrained(model_dir).to(device, precision.weights).eval().requires_grad_(False)
 
     @torch.no_grad()
     def score(images, prompts):
         inputs = processor(images=to_pil(images), text=list(prompts), padding=True, truncation=True,
                            max_length=77, return_tensors="pt").to(device)
-        inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
-        out = model(**inputs)  # logits_per_image = logit_scale * cos, on transformers 4 and 5
+        inputs["pixel_values"] = inputs["pixel_values"].to(precision.weights)
+        with precision.context():
+            out = model(**inputs)  # logits_per_image = logit_scale * cos, on transformers 4 and 5
         return (out.logits_per_image.diagonal().float() / 100.0).cpu()
 
     return score
