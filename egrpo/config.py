@@ -105,6 +105,16 @@ class RewardsConfig(RewardChoice):
                                  "(the metrics), not per reward's options")
         return options
 
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_names(cls, precision):
+        from .rewards import REWARDS
+
+        for n in precision if isinstance(precision, dict) else ():  # before the union: name the reward
+            if n not in REWARDS:
+                raise ValueError(f"unknown reward {n!r} (registered: {', '.join(sorted(REWARDS))})")
+        return precision
+
     def reward_options(self, name: str) -> dict:
         """What reward `name` is built with: its options and its precision."""
         p = self.precision

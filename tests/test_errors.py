@@ -186,6 +186,21 @@ def protocol_unknown_reward(env):
         "metrics.hps"
 
 
+def reward_precision_unknown(env):
+    return _train(env, _config(env, "rp", rewards__precision="half")), "rewards.precision"
+
+
+def reward_precision_in_options(env):
+    return _train(env, _config(env, "ro", rewards__options={"brightness": {"precision": "bf16"}})), "precision"
+
+
+def protocol_bad_score_text(env):
+    path = env["dir"] / "eval_text.json"
+    path.write_text(json.dumps({**env["protocol"], "score_text": "file"}))
+    return ["evaluate", "--model", str(env["flux"]), "--protocol", str(path), "--out", str(env["dir"] / "e.csv")], \
+        "score_text"
+
+
 def _variance_spec(env, name, run=None, **changes):
     """A Fig. 1a spec (what the DAG writes to results/configs/variance.json) with `changes`."""
     run = run or {**json.loads((env["dir"] / "run" / "config.json").read_text()),
@@ -226,6 +241,7 @@ CASES = [prompt_missing, prompt_empty, prompt_not_utf8, prompt_unknown_suffix, u
          set_yaml_syntax, set_section_to_scalar, config_is_a_list, checkpoint_truncated, checkpoint_empty,
          checkpoint_corrupt, checkpoint_index_not_metadata, model_config_corrupt, model_weights_corrupt,
          trained_weights_do_not_fit, protocol_not_json, protocol_unknown_sampler_key, protocol_unknown_reward,
+         reward_precision_unknown, reward_precision_in_options, protocol_bad_score_text,
          variance_not_merging, variance_bad_group, variance_bad_metric, entropy_bad_steps, world_build_bad_steps,
          set_yaml11_boolean]
 

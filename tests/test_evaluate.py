@@ -70,3 +70,46 @@ def test_evaluate_cli_writes_per_image_csv(tiny_flux_dir, tmp_path):
     assert torch.isfinite(torch.tensor(df.hps.values)).all()
     summary = pd.read_csv(tmp_path / "e.summary.csv")
     assert list(summary.metric) == ["hps"] and summary.ci_low[0] <= summary["mean"][0] <= summary.ci_high[0]
+
+
+def test_release_file_name_is_the_text_the_release_scores():
+    """C names each image after its prompt (\\/:*?"<>| replaced, cut at 200 characters, trailing space
+    dropped) and scores the name: score_text `filename` reproduces it; `prompt` scores the prompt."""
+    from egrpo.evaluate import release_file_name
+
+    assert release_file_name('A stop sign with the phrase "hammer time" written on it.') == \
+        "A stop sign with the phrase _hammer time_ written on it."
+    assert release_file_name('a/b\\c:d*e?f"g<h>i|j') == "a_b_c_d_e_f_g_h_i_j"
+    long = "word " * 60
+    assert release_file_name(long) == long[:200].rstrip() and len(release_file_name(long)) == 199
+    assert release_file_name("   ") == "untitled"
+
+
+def test_score_text_reaches_every_metric(backbone):
+    prompts = ['a "red" circle', "x" * 230]
+    seen = []
+
+    def recording(images, texts):
+        seen.extend(texts)
+        return images.mean(dim=(1, 2, 3))
+
+    spec = EvalSpec(num_steps=2, height=32, width=32)
+    df = evaluate(backbone, prompts, {"m": recording}, spec)
+    assert seen == prompts and "scored_text" not in df
+    seen.clear()
+    df = evaluate(backbone, prompts, {"m": recording}, spec, score_text="filename")
+    assert seen == ["a _red_ circle", "x" * 200] and list(df.scored_text) == seen and list(df.prompt) == prompts
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+def test_the_model_samples_in_the_releases_dtype():
+    """auto: C's fp16 on a GPU (the trained fp32 weights cast at load), fp32 on a CPU."""
+    from egrpo.evaluate import model_dtype
+
+    assert model_dtype(EvalSpec(), torch.device("cuda")) == torch.float16
+    assert model_dtype(EvalSpec(), torch.device("cpu")) == torch.float32
+    assert model_dtype(EvalSpec(dtype="bf16"), torch.device("cuda")) == torch.bfloat16
+    with pytest.raises(ConfigError, match="sampler.dtype"):
+        load_spec(Protocol, overrides=["prompts=p.txt", "metrics={}", "sampler.dtype=half"])
+    with pytest.raises(ConfigError, match="score_text"):
+        load_spec(Protocol, overrides=["prompts=p.txt", "metrics={}", "score_text=file"])
