@@ -43,7 +43,7 @@ SAMPLING_ACTIVATIONS = 17.0
 DECODE_VALUES_PER_PIXEL = 768
 # parameter counts of components the run does not train (FLUX.1-dev's, and the paper's reward models)
 FROZEN = {"text_encoder_2": 4.76e9, "text_encoder": 0.123e9, "vae": 0.084e9}
-REWARD_PARAMS = {"hpsv21": 0.986e9, "clip_score": 0.987e9, "pickscore": 0.986e9, "imagereward": 0.447e9}
+REWARD_PARAMS = {"hpsv21": 0.986e9, "hpsv20": 0.986e9, "clip_score": 0.987e9, "pickscore": 0.986e9, "imagereward": 0.447e9}
 # the plan's phases, in a run's order, and the key of each one's measured peak in log.jsonl
 PHASES = {"start-up: prompts": "startup_prompts", "start-up: weights": "startup_weights", "sampling": "sampling",
           "training step": "training", "optimizer step": "optimizer"}

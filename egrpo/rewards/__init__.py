@@ -44,6 +44,7 @@ class RewardSpec:
 
 HPS_SOURCE = ("HPS_v2.1_compressed.pt from the Hugging Face repo xswu/HPSv2 (a dict with 'state_dict' for "
               "open_clip ViT-H-14)")
+HPS20_SOURCE = HPS_SOURCE.replace("HPS_v2.1_compressed.pt", "HPS_v2_compressed.pt")
 CLIP_SOURCE = ("the open_clip model directory of the Hugging Face repo apple/DFN5B-CLIP-ViT-H-14-378, named "
                "DFN5B-CLIP-ViT-H-14-384 in MixGRPO's scripts (open_clip_config.json and open_clip_pytorch_model.bin; "
                "`huggingface-cli download apple/DFN5B-CLIP-ViT-H-14-378 --local-dir DIR`)")
@@ -66,6 +67,7 @@ def register(name: str, factory: Callable | str | None = None, *, needs: Sequenc
 
 for _spec in (
     RewardSpec("hpsv21", "egrpo.rewards.real:hps_v21", ("checkpoint",), HPS_SOURCE, "HPS v2.1"),
+    RewardSpec("hpsv20", "egrpo.rewards.real:hps_v20", ("checkpoint",), HPS20_SOURCE, "HPS v2.0"),
     RewardSpec("clip_score", "egrpo.rewards.real:clip_score", ("checkpoint",), CLIP_SOURCE, "CLIP score"),
     RewardSpec("pickscore", "egrpo.rewards.real:pickscore", ("model_dir", "processor_dir"), PICK_SOURCE, "PickScore"),
     RewardSpec("imagereward", "egrpo.rewards.imagereward:imagereward", ("checkpoint", "med_config", "tokenizer_dir"),

@@ -3,6 +3,7 @@
 | reward       | package                      | scale in the paper's tables              |
 |--------------|------------------------------|------------------------------------------|
 | hpsv21       | hpsv2x (HPS v2.1, ViT-H-14)  | cosine(image, text) of the HPS model     |
+| hpsv20       | hpsv2x (HPS v2.0, ViT-H-14)  | the same, v2.0 weights                   |
 | clip_score   | open_clip_torch              | cosine(image, text)                      |
 | pickscore    | transformers CLIPModel       | logit_scale * cosine / 100 (~0.23)       |
 | imagereward  | image-reward (BLIP)          | ImageReward v1.0 output (standardised)   |
@@ -69,12 +70,12 @@ def check_open_clip_checkpoint(model_cfg: dict, checkpoint: str, key: str, state
                           f"{want}); pair the checkpoint with its own model config")
 
 
-def hps_v21(options: dict, device: torch.device) -> Reward:
+def hps_v21(options: dict, device: torch.device, reward: str = "hpsv21") -> Reward:
     """HPS v2.1: hpsv2's own open_clip fork, model and preprocessing (resize longest side, pad).
     options: checkpoint (HPS_v2.1_compressed.pt), model (default ViT-H-14, or a model-config JSON)."""
     from hpsv2.src.open_clip import add_model_config, create_model_and_transforms, get_model_config, get_tokenizer
 
-    ckpt = require(options, "checkpoint", "hpsv21")
+    ckpt = require(options, "checkpoint", reward)
     name = _open_clip_config(options.get("model", "ViT-H-14"), add_model_config)
     precision = reward_precision(options, device)
     model, _, preprocess = create_model_and_transforms(
@@ -84,7 +85,7 @@ def hps_v21(options: dict, device: torch.device) -> Reward:
         with_region_predictor=False)
     state = torch.load(ckpt, map_location="cpu", weights_only=True)  # the official file holds tensors only
     state = state["state_dict"] if "state_dict" in state else state
-    check_open_clip_checkpoint(get_model_config(name), ckpt, option_key("hpsv21", "checkpoint"), state)
+    check_open_clip_checkpoint(get_model_config(name), ckpt, option_key(reward, "checkpoint"), state)
     model.load_state_dict(state)
     model.to(precision.weights).eval().requires_grad_(False)
     tokenizer = get_tokenizer(name)
@@ -97,6 +98,12 @@ def hps_v21(options: dict, device: torch.device) -> Reward:
             return _rowwise_dot(out["image_features"], out["text_features"]).float().cpu()
 
     return score
+
+
+def hps_v20(options: dict, device: torch.device) -> Reward:
+    """HPS v2.0 (HPS_v2_compressed.pt): the same model and code as v2.1, earlier weights; the E-GRPO
+    release's own training config names it (C fastvideo/config/reward/hps.yaml:7)."""
+    return hps_v21(options, device, "hpsv20")
 
 
 def clip_score(options: dict, device: torch.device) -> Reward:
