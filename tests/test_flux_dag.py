@@ -45,6 +45,9 @@ def test_every_rule_ran(flux_dag):
     for t in ("table1_hps", "table1_hps_clip", "table2_merge", "table3_steps", "table4_tau"):
         table = (res / "tables" / f"{t}.md").read_text()
         assert "(paper)" in table and " Δ" in table  # the paper's values and the difference beside ours
+    both = (res / "tables" / "table1_hps_clip.md").read_text()  # how each method combines HPS and CLIP
+    assert "MixGRPO 0.5 hpsv21 + 0.5 clip_score" in both and "E-GRPO 1 hpsv21 + 1 clip_score" in both
+    assert "DanceGRPO: no released code trains this setting" in both
     for f in ("fig1b_entropy", "fig1a_variance", "fig4_reward_curves", "fig5_qualitative", "tau_ablation"):
         assert (res / "figures" / f"{f}.png").stat().st_size > 1000
 
