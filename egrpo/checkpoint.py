@@ -7,7 +7,8 @@ reshards). Beside the shards, meta.json records the iteration, the run's config 
 file, verified before a resume. A checkpoint is written to `<dir>.tmp` and swapped in only when
 complete, so a crash or a full disk mid-write leaves the previous one intact.
 
-The final trained weights are exported once, gathered on rank 0, in one dtype (`export_dtype`). A fully
+The final trained weights are exported once, gathered on rank 0, in `train.export_dtype` (fp32 master
+weights by default, as the releases save theirs). A fully
 fine-tuned transformer is written as a diffusers directory, final/transformer/ (config.json and
 diffusion_pytorch_model.safetensors), which `FluxTransformer2DModel.from_pretrained` loads on its own;
 final/trainable.safetensors is the same file (a hard link: no second copy on disk). A LoRA run's
@@ -196,13 +197,6 @@ def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -
     return {"bytes": size, "verify_s": round(t1 - t0, 3), "load_s": round(time.perf_counter() - t1, 3)}
 
 
-def export_dtype(model_dtype: str, device: torch.device) -> torch.dtype:
-    """The one dtype of exported weights: the run's compute dtype (bf16 on a GPU, what evaluation runs in)."""
-    from .flux import resolve_dtype
-
-    return resolve_dtype(model_dtype, device)
-
-
 def full_trainable_state(model: torch.nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     """The trainable parameters gathered on rank 0 (CPU; {} on other ranks), under the unwrapped
     model's names (no DDP `module.` prefix), floating ones cast to `dtype`."""
@@ -216,6 +210,7 @@ def full_trainable_state(model: torch.nn.Module, dtype: torch.dtype | None = Non
     return sd
 
 
+EXPORT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 TRANSFORMER = "transformer"  # final/transformer/: a diffusers FluxTransformer2DModel directory
 WEIGHTS = "diffusion_pytorch_model.safetensors"  # diffusers' file name for a model's weights
 
@@ -271,6 +266,7 @@ def export_trained(out_dir: Path, weights: dict, base_path: str, lora: dict | No
             shutil.copyfile(Path(out_dir) / name, final / name)
     base = Path(base_path).resolve()
     meta = {"base": str(base), "base_relative": os.path.relpath(base, final.resolve()), "lora": lora,
+            "dtype": ",".join(sorted({str(v.dtype).removeprefix("torch.") for v in weights.values() if v.is_floating_point()})),
             "format": "lora adapters" if lora else f"diffusers FluxTransformer2DModel in {TRANSFORMER}/",
             "weights_sha256": _sha256(target)}
     (final / META).write_text(json.dumps(meta, indent=2))

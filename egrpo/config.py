@@ -146,6 +146,9 @@ class TrainConfig(Strict):
     checkpoint_every: int = Field(25, ge=1)
     keep_checkpoint: bool = Field(True, description="keep the last checkpoint after the final export (lets "
                                   "train.iterations grow later); false deletes it (FLUX: ~143 GB a run)")
+    export_dtype: Literal["fp32", "bf16"] = Field(
+        "fp32", description="dtype of the exported trained weights: fp32, the master weights as the releases save "
+        "them (FLUX: 48 GB a run); bf16 halves that and rounds away updates below half a bf16 step of a weight")
     micro_batch: int = Field(12, ge=1, description="distinct latents per training forward")
     sample_batch: int | None = Field(None, ge=1, description="max rows per sampling forward (None: no cap)")
     parallel: Literal["ddp", "fsdp"] = "ddp"
@@ -247,8 +250,9 @@ def overlay_schema(exclude: dict[str, tuple[str, ...]]) -> tuple[dict, dict]:
     return schema, defs
 
 
-# keys a resumed run may change: more iterations (never fewer) continue the same run
-RESUMABLE = ("train.iterations",)
+# keys a resumed run may change: more iterations (never fewer) continue the same run; the export's dtype
+# changes no trained weight
+RESUMABLE = ("train.iterations", "train.export_dtype")
 
 
 def changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:

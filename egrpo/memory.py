@@ -216,6 +216,15 @@ def device_gib(device: torch.device) -> float:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GiB / local
 
 
+def export_size(cfg_run) -> dict[str, float]:
+    """The final export's footprint (GiB): rank 0 gathers the trainable weights into host memory (a bf16
+    export casts a copy beside the fp32 gather) and writes them in train.export_dtype."""
+    arch, _ = transformer_config(cfg_run.model.path)
+    n = count_parameters(arch, cfg_run.model.lora_rank)["trainable"]
+    size = 2 if cfg_run.train.export_dtype == "bf16" else 4
+    return {"host": (4 + (size if size != 4 else 0)) * n / GiB, "disk": size * n / GiB}
+
+
 def plan_report(cfg_run, gpus: int = 8, gpu_gib: float = 79.0) -> str:
     """The plan as text: each phase's components and total, the peak, and a warning when it does not fit."""
     m = cfg_run.model
@@ -231,6 +240,9 @@ def plan_report(cfg_run, gpus: int = 8, gpu_gib: float = 79.0) -> str:
         lines += [f"    {c.name:<26} {c.gib:8.2f} GiB  {c.note}" for c in parts if c.gib > 0.005]
     lines.append(f"  peak {peak:.1f} GiB of {gpu_gib:.0f} GiB; add 10-20% for the CUDA context, NCCL buffers "
                  "and allocator fragmentation")
+    export = export_size(cfg_run)
+    lines.append(f"  export: rank 0 gathers the trained weights in host memory ({export['host']:.1f} GiB) and writes "
+                 f"{export['disk']:.1f} GiB per run ({cfg_run.train.export_dtype})")
     if peak * MARGIN > gpu_gib:
         lines.append(f"  WARNING: the plan does not fit a {gpu_gib:.0f} GiB GPU: enable gradient checkpointing, lower "
                      "train.micro_batch / train.sample_batch, use more GPUs (FSDP shards weights and moments), or LoRA")

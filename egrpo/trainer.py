@@ -327,7 +327,7 @@ class Trainer:
         m = self.cfg.model
         self.iteration = None
         t0 = time.perf_counter()
-        weights = checkpoint.full_trainable_state(self.model, dtype=checkpoint.export_dtype(m.dtype, self.device))
+        weights = checkpoint.full_trainable_state(self.model, dtype=checkpoint.EXPORT_DTYPES[self.cfg.train.export_dtype])
         final, gather_s = self.out / "final", time.perf_counter() - t0
         if self.rank == 0:
             lora = {"rank": m.lora_rank, "alpha": m.lora_alpha or m.lora_rank} if m.lora_rank else None

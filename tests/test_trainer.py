@@ -277,3 +277,25 @@ def test_lora_init_depends_on_the_run_seed_only(tiny_flux_dir, tmp_path):
     a, b, other = init(0, "a"), init(0, "b"), init(1, "c")
     assert len(a) > 0 and all(torch.equal(x, y) for x, y in zip(a, b))
     assert not all(torch.equal(x, y) for x, y in zip(a, other))
+
+
+@pytest.mark.parametrize("export", ["fp32", "bf16"])
+def test_the_export_writes_its_dtype_and_evaluation_loads_it(tiny_flux_dir, tmp_path, export):
+    """train.export_dtype: fp32 writes the master weights exactly (as the releases save theirs), bf16 their
+    rounding; evaluation loads what was written, in the dtype it samples in."""
+    from egrpo.checkpoint import load_trained
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[export]
+    tr = _trainer(tiny_flux_dir, tmp_path, "dancegrpo", train={"iterations": 1, "export_dtype": export},
+                  optim={"lr": 1e-5})
+    final = tr.train()
+    written = load_file(str(final / "trainable.safetensors"))
+    assert {v.dtype for v in written.values()} == {dtype}
+    assert json.loads((final / "meta.json").read_text())["dtype"] == str(dtype).removeprefix("torch.")
+    master = tr.backbone.transformer.state_dict()
+    assert all(torch.equal(v, master[k].to(dtype)) for k, v in written.items())
+    rounded = sum(int((master[k].to(dtype).float() != master[k]).sum()) for k in written)
+    assert (rounded == 0) == (export == "fp32")  # bf16 rounds the master weights away from their values
+    for eval_dtype in (torch.float32, torch.float16):  # the CPU's, and the release's on a GPU
+        loaded = load_trained(final, dtype=eval_dtype).transformer.state_dict()
+        assert all(torch.equal(loaded[k], v.to(eval_dtype)) for k, v in written.items())
