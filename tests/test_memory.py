@@ -2,6 +2,7 @@
 (rank 0 of 8 fake ranks, nothing allocated: egrpo.memtrace), its report for the paper's config, the
 sampling decision it makes, and the per-phase peaks a run logs."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,10 @@ def test_the_papers_config_gets_a_plan_by_phase_and_component():
     for part in ("start-up: prompts", "start-up: weights", "tensor in flight", "transformer weights", "gradients",
                  "AdamW moments", "gathered model", "gathered blocks", "activations", "reward hpsv21", "text encoders"):
         assert part in report
+    # the export: fp32 master weights by default (FLUX.1-dev: 11.9 B parameters, 44.3 GiB), bf16 half
+    assert "writes 44.3 GiB per run (fp32)" in report and re.search(r"reward hpsv21 +3.67 GiB +fp32 weights \(amp\)", report)
+    half = dict(training, train={**training["train"], "export_dtype": "bf16"})
+    assert "writes 22.2 GiB per run (bf16)" in plan_report(resolve(half, "dancegrpo"), gpus=8, gpu_gib=79)
     # without gradient checkpointing twelve 720x720 rows cannot fit: the plan says so
     assert "WARNING" in plan_report(_papers(gradient_checkpointing=False), gpus=8, gpu_gib=79)
 
