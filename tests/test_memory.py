@@ -61,10 +61,10 @@ def test_the_gpu_path_of_the_measurement_runs_for_real_on_the_cpu():
                              "sampling (per forward, 3 rows)"}
 
 
-def _papers(method="dancegrpo", **model):
+def _papers(method="dancegrpo", train=None, **model):
     raw = yaml.safe_load((Path(__file__).parents[1] / "config" / "flux.yaml").read_text())
     training = dict(raw["training"], model={**raw["training"]["model"], "path": "/nonexistent/FLUX.1-dev", **model},
-                    train={**raw["training"]["train"], "prompts": ["a"]}, rewards={"names": ["hpsv21"]})
+                    train={**raw["training"]["train"], "prompts": ["a"], **(train or {})}, rewards={"names": ["hpsv21"]})
     return resolve(training, method)
 
 
@@ -76,8 +76,7 @@ def test_the_papers_config_gets_a_plan_by_phase_and_component():
         assert part in report
     # the export: fp32 master weights by default (FLUX.1-dev: 11.9 B parameters, 44.3 GiB), bf16 half
     assert "writes 44.3 GiB per run (fp32)" in report and re.search(r"reward hpsv21 +3.67 GiB +fp32 weights \(amp\)", report)
-    half = dict(training, train={**training["train"], "export_dtype": "bf16"})
-    assert "writes 22.2 GiB per run (bf16)" in plan_report(resolve(half, "dancegrpo"), gpus=8, gpu_gib=79)
+    assert "writes 22.2 GiB per run (bf16)" in plan_report(_papers(train={"export_dtype": "bf16"}), gpus=8, gpu_gib=79)
     # without gradient checkpointing twelve 720x720 rows cannot fit: the plan says so
     assert "WARNING" in plan_report(_papers(gradient_checkpointing=False), gpus=8, gpu_gib=79)
 
