@@ -72,6 +72,12 @@ def _train(args) -> None:
         raise SystemExit(f"egrpo train: with several seeds {', '.join(shared)} must contain {{seed}}")
     configs = [load_config(args.config, getattr(args, "method", None), seed, args.set,
                            section=getattr(args, "section", None)) for seed in seeds]
+    if protocol is not None and protocol.determinism != configs[0].determinism:
+        from .errors import ConfigError
+
+        raise ConfigError(f"egrpo train --evaluate: the protocol's determinism {protocol.determinism.model_dump()} "
+                          f"is not the run config's {configs[0].determinism.model_dump()} (one process runs one "
+                          "setting)")
     for cfg in configs:
         out, eval_out, eval_images = (p.replace("{seed}", str(cfg.seed)) if p else p for p in paths.values())
         _train_run(cfg, out, "no_progress" not in args, protocol, eval_out, eval_images,
@@ -112,14 +118,18 @@ def _world_build(args) -> None:
     """Write the shapes world: train/test prompt sets (`datasets` on disk) and the fidelity critic."""
     from .world.build import build_world
 
-    build_world(args.out, _world_spec(args))
+    spec = _world_spec(args)
+    _apply_determinism(spec.determinism)
+    build_world(args.out, spec)
 
 
 def _world_pretrain(args) -> None:
     """Pretrain the world's base model (tiny FLUX architecture) into a Flux-format directory."""
     from .world.pretrain import pretrain
 
-    pretrain(args.out, _world_spec(args))
+    spec = _world_spec(args)
+    _apply_determinism(spec.determinism)
+    pretrain(args.out, spec)
 
 
 def _world_evidence(args) -> None:
@@ -146,6 +156,13 @@ def _memory(args) -> None:
 
     cfg = load_config(args.config, getattr(args, "method", None), None, args.set, section=getattr(args, "section", None))
     print(plan_report(cfg, **_given(args, "gpus", "gpu_gib")))
+
+
+def _apply_determinism(spec) -> None:
+    """Put a job's `determinism` setting in force, before its first tensor operation."""
+    from . import determinism
+
+    determinism.apply(spec)
 
 
 def _evaluate_backbone(backbone, protocol, out: str, images: str | None) -> None:
@@ -176,8 +193,12 @@ def _evaluate_backbone(backbone, protocol, out: str, images: str | None) -> None
             for p in parts:
                 p.unlink()
     if rank == 0 and metrics:
+        from .determinism import record
+
         weights = getattr(backbone, "weights_id", "base")
         summarise(df, list(metrics), weights).to_csv(out.with_suffix(".summary.csv"), index=False)
+        out.with_suffix(".provenance.json").write_text(json.dumps(
+            {"weights": weights, "determinism": protocol.determinism.model_dump(), **record(backbone.device)}, indent=2))
 
 
 def _load_model(model: str | None, run: str | None, protocol, device):
@@ -199,6 +220,7 @@ def _evaluate(args) -> None:
     from .evaluate import Protocol
 
     protocol = load_spec(Protocol, getattr(args, "protocol", None), args.set, "evaluation protocol")
+    _apply_determinism(protocol.determinism)
     backbone = _load_model(getattr(args, "model", None), getattr(args, "run", None), protocol, _device(args))
     _evaluate_backbone(backbone, protocol, args.out, getattr(args, "images", None))
 
@@ -212,6 +234,7 @@ def _render(args) -> None:
     from .prompts import load_prompts
 
     protocol = load_spec(Protocol, args.protocol, what="evaluation protocol")
+    _apply_determinism(protocol.determinism)
     prompts = load_prompts(args.prompts, key="--prompts")
     bad = [r for r in args.run if "=" not in r]
     if bad:
@@ -235,6 +258,7 @@ def _variance(args) -> None:
     from .variance import VarianceSpec, reward_spread
 
     spec = load_spec(VarianceSpec, getattr(args, "config", None), args.set, "variance spec")
+    _apply_determinism(spec.run.determinism)
     cfg, m, device = spec.run, spec.run.model, _device(args)
     bb = FluxBackbone.from_pretrained(m.path, device=device, dtype=m.dtype, guidance=m.guidance,
                                       max_sequence_length=m.max_sequence_length, decode_batch=m.decode_batch)
@@ -243,6 +267,21 @@ def _variance(args) -> None:
     df = reward_spread(bb, prompts, reward, cfg.method, group_size=spec.group_size, height=m.height, width=m.width,
                        max_batch=spec.max_batch or cfg.train.sample_batch, reward_batch=cfg.rewards.batch)
     _write(args.out, lambda p: df.to_csv(p, index=False))
+
+
+def _compare(args) -> int:
+    """Two results folders side by side: each table cell and claim identical, within or beyond the
+    intervals, and the provenance fields that differ (egrpo.compare)."""
+    from .compare import RANK, compare_folders
+
+    result = compare_folders(args.a, args.b)
+    print(result.report(), end="")
+    if "out" in args:
+        _write(args.out, lambda p: result.frame().to_csv(p, index=False))
+    if "require" in args and RANK[result.overall] > RANK[args.require]:
+        print(f"egrpo compare: {result.overall}, worse than the required {args.require}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _power(args) -> None:
@@ -340,6 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
     va.add_argument("--device")
     va.add_argument("--out", required=True)
 
+    cmp = command(sub, "compare", _compare)
+    cmp.add_argument("a", help="a results folder (or the checkout holding results/)")
+    cmp.add_argument("b", help="the results folder to compare it with")
+    cmp.add_argument("--out", help="also write every comparison as CSV rows (section, item, a, b, status)")
+    cmp.add_argument("--require", choices=["identical", "identical as printed", "within the intervals"],
+                     help="exit with status 1 when the folders compare worse than this")
+
     pw = command(sub, "power", _power)
     pw.add_argument("--configfile", nargs="+", required=True, help="the configs the run used, in order")
     pw.add_argument("--workdir", type=Path, help="where its results/ are (unless given: the working directory)")
@@ -359,7 +405,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        if args.func(args):  # a command that judges (compare --require) returns its exit status
+            _leave_group()
+            return 1
     except (ConfigError, WeightsMissingError, TrainingError, InputError, DeviceError) as e:
         print(f"egrpo: error: {e}", file=sys.stderr)  # user-facing: one clear line, no traceback
         _leave_group(failed=2)

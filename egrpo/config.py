@@ -157,6 +157,27 @@ class TrainConfig(Strict):
                         "reward curve every method shares")
 
 
+class DeterminismConfig(Strict):
+    """Which kernels the job may run (egrpo.determinism): machine-independent CPU numbers, a fixed
+    thread count, deterministic GPU kernels."""
+
+    cpu: Literal["native", "portable"] = Field("native", description="portable: ATen AVX2 kernels, MKL's "
+                                               "vendor-neutral GEMM, no oneDNN, fixed threads: the same numbers "
+                                               "on every x86-64 CPU with AVX2; native: each library picks by the CPU")
+    threads: int | None = Field(None, ge=1, description="intra-op CPU threads (results change with the count); "
+                                "null: 1 when portable, else torch's default")
+    gpu: bool = Field(False, description="deterministic CUDA kernels (torch.use_deterministic_algorithms, cuBLAS "
+                      "workspace, cuDNN without autotuning and cuDNN attention): a rerun on the same GPUs repeats")
+
+
+def determinism_setting(raw, key: str = "determinism") -> DeterminismConfig:
+    """A `determinism` section (a mapping, or None for the defaults), validated; a ConfigError names the key."""
+    try:
+        return DeterminismConfig.model_validate(raw or {})
+    except ValidationError as e:
+        raise config_error(e, f"{key}.") from None
+
+
 class Config(Strict):
     """A resolved run config: everything one `egrpo train` run uses."""
 
@@ -167,6 +188,9 @@ class Config(Strict):
     optim: OptimConfig = OptimConfig()
     rewards: RewardsConfig
     method: SerializeAsAny[MethodConfig]
+    determinism: DeterminismConfig = Field(
+        default_factory=DeterminismConfig, description="which kernels the run may use (egrpo/determinism.py); a "
+        "Snakemake config sets it once at its top level (`determinism:`), for every job")
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
@@ -391,7 +415,7 @@ def resolve(raw: dict, method: str | None = None, seed: int | None = None, overr
     if seed is not None:
         merged["seed"] = seed
     merged = deep_merge(merged, parse_overrides(overrides or []))
-    for section in ("model", "train", "optim", "rewards", "method"):
+    for section in ("model", "train", "optim", "rewards", "method", "determinism"):
         if section in merged and not isinstance(merged[section], dict):
             raise ConfigError(f"config error: {section}: must be a section of keys, got {merged[section]!r}")
     if base_dir is not None:  # relative paths in a config file are relative to the file

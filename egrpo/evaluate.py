@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from pydantic import Field, model_validator
 
-from .config import MAX_SEQUENCE_LENGTH, Strict
+from .config import MAX_SEQUENCE_LENGTH, DeterminismConfig, Strict
 from .flux import FluxBackbone
 from .rewards import Reward, RewardName, missing_options, score
 from .sampler import initial_noise, make_transitions, sample
@@ -85,6 +85,9 @@ class Protocol(ProtocolSettings):
     prompts: str = Field(description="the test prompt file")
     limit: PromptLimit = Field(None, description="the first N prompts only (null: all)")
     metrics: dict[str, Metric] = Field(description="table column -> the reward that scores it")
+    determinism: DeterminismConfig = Field(
+        default_factory=DeterminismConfig, description="which kernels the evaluating process may run "
+        "(egrpo/determinism.py); `egrpo train --evaluate` needs the run config's own")
 
 
 def model_dtype(spec: EvalSpec, device: torch.device) -> torch.dtype:

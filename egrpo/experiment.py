@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import Field, NonNegativeInt, ValidationError, field_validator, model_validator
 
-from .config import Config, RewardChoice, Strict, config_error, deep_merge, read_yaml, resolve
+from .config import Config, DeterminismConfig, RewardChoice, Strict, config_error, deep_merge, read_yaml, resolve
 from .errors import ConfigError
 from .evaluate import Metric, PromptLimit, Protocol, ProtocolSettings
 from .methods import Axis, MethodName, method_spec
@@ -38,6 +38,8 @@ MAIN = "main"
 ELSEWHERE = {"model": {"path": "inputs.model"}, "train": {"prompts": "inputs.prompts.train"},
              "rewards": {k: "settings.<name> (reward options: inputs.rewards)"
                          for k in (*RewardChoice.model_fields, "options")}}
+# run config sections the Snakemake config states once at its top level, for every job
+TOP_LEVEL = ("determinism",)
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,10 @@ class Experiment(Strict):
     gpus: Gpus = Field(default_factory=Gpus)
     group_seeds: bool = Field(False, description="one train job per (setting, method, variant) trains every "
                               "seed in turn (pays the imports once; CPU configs)")
+    determinism: DeterminismConfig = Field(
+        default_factory=DeterminismConfig, description="which kernels every job may run (egrpo/determinism.py; "
+        "README, What is bit-identical where), written once: the run configs, the evaluation protocol and the "
+        "world's spec carry it, the tables and figures apply it")
     training: dict[str, Any] = Field(description="the run config of `egrpo train` (egrpo/config.py) without "
                                      "paths or rewards: `name`, `model`, `train`, `optim`, `method`, and "
                                      "per-method overlays under `methods.<name>`")
@@ -193,12 +199,19 @@ class Experiment(Strict):
     @model_validator(mode="after")
     def _check(self):
         """The cross-field rules; each error names its key (pydantic adds no location here)."""
-        for section, keys in ELSEWHERE.items():
-            for overlay, raw in [("", self.training)] + [(f"methods.{m}.", o) for m, o in
-                                                         (self.training.get("methods") or {}).items()]:
+        overlays = [("", self.training)] + [(f"methods.{m}.", o) for m, o in (self.training.get("methods") or {}).items()]
+        for overlay, raw in overlays:
+            for section, keys in ELSEWHERE.items():
                 for key in keys:
                     if key in ((raw or {}).get(section) or {}):
                         raise ValueError(f"training.{overlay}{section}.{key}: written under {keys[key]}; remove it here")
+            for section in TOP_LEVEL:
+                if section in (raw or {}):
+                    raise ValueError(f"training.{overlay}{section}: set once at the top level ({section}:), "
+                                     "which every job applies; remove it here")
+        if self.world is not None and "determinism" in self.world.model_fields_set:
+            raise ValueError("world.determinism: set once at the top level (determinism:), which every job "
+                             "applies; remove it here")
         for s, setting in self.settings.items():
             for k, m in enumerate(setting.constructed):
                 if m not in self.methods:
@@ -268,12 +281,13 @@ class Experiment(Strict):
         return dict(self.inputs.rewards.get(name) or {})
 
     def raw_run_config(self, setting: str, method: str, variant: str = MAIN) -> dict:
-        """The `training` block with the inputs, the setting's rewards and the variant applied."""
+        """The `training` block with the inputs, the determinism setting, the setting's rewards and the
+        variant applied."""
         s = self.settings[setting]
         rewards = {**s.model_dump(include=set(RewardChoice.model_fields)),
                    "options": {n: self.reward_options(n) for n in s.names}}
         inputs = {"model": {"path": self.inputs.model}, "train": {"prompts": self.inputs.prompts.train},
-                  "rewards": rewards}
+                  "rewards": rewards, "determinism": self.determinism.model_dump()}
         raw = deep_merge(self.training, inputs)
         v = self.variant(method, variant)
         if v.overrides:
@@ -362,6 +376,11 @@ class Experiment(Strict):
     def world_size(self, kind: str) -> int:
         return max(1, getattr(self.gpus, kind))
 
+    def world_spec(self) -> WorldSpec:
+        """The world's spec as `egrpo world build` and `egrpo world pretrain` read it, with the top-level
+        determinism setting."""
+        return self.world.model_copy(update={"determinism": self.determinism})
+
     # ---- evaluation and figures -------------------------------------------------------------
     def metric_specs(self) -> dict[str, Metric]:
         """label -> the metric the evaluation protocol scores (its reward and options)."""
@@ -370,7 +389,7 @@ class Experiment(Strict):
     def eval_protocol(self) -> Protocol:
         e = self.eval
         return Protocol(prompts=self.inputs.prompts.test, limit=e.test_limit, metrics=self.metric_specs(),
-                        **e.model_dump(include=set(ProtocolSettings.model_fields)))
+                        determinism=self.determinism, **e.model_dump(include=set(ProtocolSettings.model_fields)))
 
     @property
     def merge_method(self) -> str | None:

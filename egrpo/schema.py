@@ -14,7 +14,7 @@ import yaml
 
 from .config import Config, key_path, overlay_schema, section_schema
 from .errors import ConfigError
-from .experiment import ELSEWHERE, Experiment
+from .experiment import ELSEWHERE, TOP_LEVEL, Experiment
 from .methods import registry
 
 SCHEMA = Path("workflow/schemas/config.schema.yaml")
@@ -28,6 +28,12 @@ def config_schema() -> dict:
     schema = section_schema(Experiment)
     props = schema["properties"]
     training, defs = overlay_schema({k: tuple(v) for k, v in ELSEWHERE.items()})
+    for overlay in [training] + list(training["properties"]["methods"]["properties"].values()):
+        for section in TOP_LEVEL:  # set once at the top level, for every job
+            overlay["properties"].pop(section)
+    defs = {k: v for k, v in defs.items() if f"#/$defs/{k}" in json.dumps(training)}
+    world = next(s for s in props["world"]["anyOf"] if "properties" in s)
+    world["properties"].pop("determinism")  # the top-level setting, which the DAG writes into the world's spec
     props["training"] = {**training, "description": props["training"]["description"]}
     methods = {}
     for name in sorted(registry()):
@@ -111,7 +117,7 @@ def keys_table() -> str:
     """config/README.md's table of every key of a Snakemake config."""
     schema = section_schema(Experiment)
     head = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    return "\n".join(head + _rows(schema, "", skip=("training",))
+    return "\n".join(head + _rows(schema, "", skip=("training", "world.determinism"))
                      + [f"| `training` | section | | {schema['properties']['training']['description']}; "
                         "keys below |"])
 
@@ -120,7 +126,7 @@ def run_config_table() -> str:
     """config/README.md's table of the run config's keys (the `training:` block) and each method's."""
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for name, field in Config.model_fields.items():
-        if name in ("method", "seed"):
+        if name in ("method", "seed", *TOP_LEVEL):  # TOP_LEVEL: in the keys table above
             continue
         if isinstance(field.annotation, type) and hasattr(field.annotation, "model_fields"):
             rows += _rows({"properties": {name: section_schema(field.annotation, tuple(ELSEWHERE.get(name, ())))}}, "")

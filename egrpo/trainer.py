@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, failures
+from . import checkpoint, determinism, failures
 from . import distributed as dist
 from .config import Config, resume_conflicts
 from .errors import ConfigError, InputError, NonFiniteRewardError, TrainingError
@@ -42,6 +42,7 @@ class Trainer:
         naming the keys that differ) or `restart` (it is removed and the run starts afresh). A failure
         of this run that a retry would repeat stops it here, before any model loads (egrpo.failures)."""
         self.cfg, self.out, self.on_config_change = cfg, Path(out_dir), on_config_change
+        determinism.apply(cfg.determinism)  # before the first tensor operation: kernels are chosen at first use
         self.device = dist.local_device(cfg.model.device)
         self.rank, self.world = dist.init_from_env(self.device)
         failures.check(self.out, cfg, self.world, self.rank)
@@ -59,7 +60,8 @@ class Trainer:
             raise ConfigError(f"train.prompts_per_iteration ({cfg.train.prompts_per_iteration}) must be divisible "
                               f"by the number of processes ({self.world}): groups stay whole on a rank")
         if self.device.type == "cuda":  # process-wide switch; training's attention backward is what faulted
-            torch.backends.cuda.enable_cudnn_sdp(cfg.model.cudnn_attention)
+            # cuDNN attention has no deterministic backward in torch: off under determinism.gpu
+            torch.backends.cuda.enable_cudnn_sdp(cfg.model.cudnn_attention and not cfg.determinism.gpu)
         self.plan = build_plan(cfg.method)
         self.prompts = load_prompts(cfg.train.prompts, key="train.prompts")
         self._perms: dict[int, torch.Tensor] = {}  # epoch -> the prompt order of that epoch
@@ -360,26 +362,14 @@ def read_log(path: Path, before: int) -> list[dict]:
 
 
 def provenance(cfg: Config, device: torch.device, world: int) -> dict:
-    """What produced a run: git commit, config hash, package versions, device, seeds."""
-    import importlib.metadata as md
-    import platform
-    import subprocess
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                                cwd=Path(__file__).parent).stdout.strip() or None
-    except OSError:
-        commit = None
-    versions = {}
-    for pkg in ("torch", "diffusers", "transformers", "peft", "egrpo"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            versions[pkg] = None
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    return {"git_commit": commit, "config_hash": cfg.digest(), "versions": versions, "python": platform.python_version(),
-            "device": f"{device.type}: {name}", "processes": world, "seed": cfg.seed, "method": cfg.method.name,
-            "seed_key": [cfg.name, cfg.method.name, cfg.seed]}
+    """What produced a run: git commit, config hash, package versions, seeds, and everything about the
+    machine that decides its numbers (CPU and kernel libraries, threads, GPU stack, determinism switches)."""
+    code = determinism.software()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else determinism.cpu_info()["model"]
+    return {"git_commit": code["git_commit"], "config_hash": cfg.digest(), "versions": code["versions"],
+            "python": code["python"], "device": f"{device.type}: {name}", "processes": world, "seed": cfg.seed,
+            "method": cfg.method.name, "seed_key": [cfg.name, cfg.method.name, cfg.seed],
+            "determinism": cfg.determinism.model_dump(), "environment": determinism.environment(device)}
 
 
 def _tensorboard(out: Path):

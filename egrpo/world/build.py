@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ..determinism import record
 from .scorers import train_attribute_net
 from .shapes import ALL_CAPTIONS, TEST_CAPTIONS, TRAIN_CAPTIONS, make_dataset
 from .spec import WorldSpec
@@ -30,5 +31,6 @@ def build_world(out: str | Path, spec: WorldSpec = WorldSpec()) -> Path:
     torch.save(net.state_dict(), out / "critic.pt")
     (out / "world.json").write_text(json.dumps({
         "train_prompts": len(TRAIN_CAPTIONS), "test_prompts": len(TEST_CAPTIONS),
-        "held_out_test_prompts": sum(c.held_out for c in TEST_CAPTIONS), "seed": spec.seed}, indent=2))
+        "held_out_test_prompts": sum(c.held_out for c in TEST_CAPTIONS), "seed": spec.seed,
+        "provenance": record()}, indent=2))
     return out

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..determinism import record
 from ..flux import FluxBackbone
 from ..tiny_flux import TinyFluxSpec, build_tiny_flux
 from .shapes import TRAIN_CAPTIONS, WORDS, make_dataset
@@ -107,6 +108,6 @@ def pretrain(out: str | Path, spec: WorldSpec = WorldSpec(), log=print) -> Path:
     pipe.save_pretrained(out, safe_serialization=True)
     meta = {"world": spec.model_dump(mode="json"), "architecture": asdict(arch), "vae_loss": vae_loss,
             "flow_loss": flow_loss, "vae_seconds": t1 - t0, "flow_seconds": t2 - t1, "latent_shift": shift,
-            "latent_std": std}
+            "latent_std": std, "provenance": record()}
     (out / "pretrain.json").write_text(json.dumps(meta, indent=2, default=str))
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from ..config import Strict
+from ..config import DeterminismConfig, Strict
 
 
 class PretrainSpec(Strict):
@@ -29,3 +29,6 @@ class WorldSpec(Strict):
     critic_steps: int = Field(300, ge=1, description="training steps of the fidelity critic")
     critic_images: int = Field(3000, ge=1, description="renders of all 72 captions the critic trains on")
     pretrain: PretrainSpec = Field(default_factory=PretrainSpec)
+    determinism: DeterminismConfig = Field(
+        default_factory=DeterminismConfig, description="which kernels the build and the pretraining may run "
+        "(egrpo/determinism.py); the DAG writes the Snakemake config's top-level `determinism` here")

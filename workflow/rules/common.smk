@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 try:
+    from egrpo.determinism import intra_op_threads
     from egrpo.errors import ConfigError
     from egrpo.experiment import BASE_EVAL_CSV, EVAL_CSV, MAIN, RUN_DIR, RUN_LOG, Experiment
     from egrpo.schema import check as check_schema
@@ -24,6 +25,11 @@ except ConfigError as e:
     sys.exit(str(e))
 
 WORLD = EXP.world is not None
+# `determinism`: the run configs, the evaluation protocol and the world's spec carry it; a job's threads
+# are its intra-op threads (a fixed count when set: results change with it)
+DETERMINISM = EXP.determinism
+JOB_THREADS = intra_op_threads(DETERMINISM) or 1
+PRETRAIN_THREADS = intra_op_threads(DETERMINISM) or 8  # native: as many as --cores allows, up to 8
 SEEDS = [str(s) for s in EXP.seeds]
 CONFIGURATIONS = EXP.configurations  # (setting, method, variant), seeds aside
 MAIN_FIRST_SEED = [(s, m) for s, m, v in CONFIGURATIONS if v == MAIN]

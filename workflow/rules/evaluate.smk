@@ -28,7 +28,7 @@ if not EVAL_WITH_TRAINING:  # else the train job writes these outputs itself
             "logs/eval/{setting}/{method}/{variant}/seed{seed}.log",
         benchmark:
             "logs/benchmarks/eval/{setting}/{method}/{variant}/seed{seed}.tsv"
-        threads: 1
+        threads: JOB_THREADS
         resources:
             gpu=EXP.gpus.eval,
         conda:
@@ -54,7 +54,7 @@ rule evaluate_base:
         "logs/eval/base.log",
     benchmark:
         "logs/benchmarks/eval/base.tsv"
-    threads: 1
+    threads: JOB_THREADS
     priority: 1  # short: run it beside the training jobs, not after the last one
     resources:
         gpu=EXP.gpus.eval,
@@ -93,7 +93,7 @@ rule qualitative_images:
         "logs/qualitative_images.log",
     benchmark:
         "logs/benchmarks/qualitative_images.tsv"
-    threads: 1
+    threads: JOB_THREADS
     priority: 1  # short: run it beside the training jobs, not after the last one
     resources:
         gpu=EXP.gpus.eval,
@@ -139,7 +139,7 @@ if EXP.merge_method:  # Fig. 1a (its figure is planned only then)
             "logs/variance.log",
         benchmark:
             "logs/benchmarks/variance.tsv"
-        threads: 1
+        threads: JOB_THREADS
         priority: 1  # short: run it beside the training jobs, not after the last one
         resources:
             gpu=EXP.gpus.eval,

@@ -33,7 +33,7 @@ rule train:
         f"logs/train/{TRAIN_JOB}.log",
     benchmark:
         f"logs/benchmarks/train/{TRAIN_JOB}.tsv"
-    threads: 1
+    threads: JOB_THREADS
     resources:
         gpu=EXP.gpus.train,
     conda:

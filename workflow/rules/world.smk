@@ -11,7 +11,7 @@ if WORLD:
         log:
             "logs/configs/world.log",
         params:
-            content=spec_content(EXP.world),
+            content=spec_content(EXP.world_spec()),
         conda:
             "../envs/egrpo.yaml"
         shell:
@@ -28,7 +28,7 @@ if WORLD:
             "logs/world_build.log",
         benchmark:
             "logs/benchmarks/world_build.tsv"
-        threads: 1
+        threads: JOB_THREADS
         priority: 10  # first: the pretraining that follows needs every core, and all else waits on both
         conda:
             "../envs/egrpo.yaml"
@@ -46,7 +46,7 @@ if WORLD:
             "logs/world_pretrain.log",
         benchmark:
             "logs/benchmarks/world_pretrain.tsv"
-        threads: 8  # Snakemake caps it at --cores
+        threads: PRETRAIN_THREADS  # Snakemake caps it at --cores
         conda:
             "../envs/egrpo.yaml"
         shell:
