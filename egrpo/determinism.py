@@ -234,7 +234,8 @@ ENV_KEYS = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_DYNAMIC", "ONEDNN_MAX_CPU_IS
 
 
 def software() -> dict:
-    """The code: git commit of the package's checkout, versions of the packages that compute, Python."""
+    """The code: git commit of the package's checkout, versions of the packages that compute, Python, the C
+    library, the operating system."""
     import importlib.metadata as md
     import platform
     import subprocess
@@ -251,7 +252,12 @@ def software() -> dict:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             versions[pkg] = None
-    return {"git_commit": commit, "versions": versions, "python": platform.python_version()}
+    import torch
+
+    versions["torch"] = torch.__version__  # with its build tag: a CPU and a CUDA wheel are compiled apart
+    libc = " ".join(platform.libc_ver()).strip() or None  # its libm computes the scalar exp/log/sin tails
+    return {"git_commit": commit, "versions": versions, "python": platform.python_version(), "libc": libc,
+            "os": platform.platform()}
 
 
 def record(device="cpu") -> dict:

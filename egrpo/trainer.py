@@ -367,7 +367,7 @@ def provenance(cfg: Config, device: torch.device, world: int) -> dict:
     code = determinism.software()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else determinism.cpu_info()["model"]
     return {"git_commit": code["git_commit"], "config_hash": cfg.digest(), "versions": code["versions"],
-            "python": code["python"], "device": f"{device.type}: {name}", "processes": world, "seed": cfg.seed,
+            "python": code["python"], "libc": code["libc"], "os": code["os"], "device": f"{device.type}: {name}", "processes": world, "seed": cfg.seed,
             "method": cfg.method.name, "seed_key": [cfg.name, cfg.method.name, cfg.seed],
             "determinism": cfg.determinism.model_dump(), "environment": determinism.environment(device)}
 

@@ -34,7 +34,7 @@ def _config(env, name, **changes):
     raw = json.loads(json.dumps(env["raw"]))
     for key, value in changes.items():
         section, field = key.split("__")
-        raw[section][field] = value
+        raw.setdefault(section, {})[field] = value
     path = env["dir"] / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -216,6 +216,24 @@ def variance_not_merging(env):
     return _variance_spec(env, "v_dance", run=run), "E-GRPO"
 
 
+def protocol_bad_determinism(env):
+    path = env["dir"] / "eval_det.json"
+    path.write_text(json.dumps({**env["protocol"], "determinism": {"cpu": "avx512"}}))
+    return ["evaluate", "--model", str(env["flux"]), "--protocol", str(path), "--out", str(env["dir"] / "e.csv")], \
+        "determinism.cpu"
+
+
+def config_bad_determinism(env):
+    return _train(env, _config(env, "det", determinism__threads=0)), "determinism.threads"
+
+
+def train_protocol_of_another_determinism(env):
+    path = env["dir"] / "eval_portable.json"
+    path.write_text(json.dumps({**env["protocol"], "determinism": {"cpu": "portable"}}))
+    return _train(env, _config(env, "det_ok"), "--evaluate", str(path), "--eval-out", str(env["dir"] / "d.csv")), \
+        "one process runs one setting"
+
+
 def variance_bad_group(env):
     return _variance_spec(env, "v_group", group_size=1), "group_size"
 
@@ -243,7 +261,7 @@ CASES = [prompt_missing, prompt_empty, prompt_not_utf8, prompt_unknown_suffix, u
          trained_weights_do_not_fit, protocol_not_json, protocol_unknown_sampler_key, protocol_unknown_reward,
          reward_precision_unknown, reward_precision_in_options, protocol_bad_score_text,
          variance_not_merging, variance_bad_group, variance_bad_metric, entropy_bad_steps, world_build_bad_steps,
-         set_yaml11_boolean]
+         set_yaml11_boolean, protocol_bad_determinism, config_bad_determinism, train_protocol_of_another_determinism]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
