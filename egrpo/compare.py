@@ -9,12 +9,12 @@ status, from best to worst:
 - beyond the intervals: at least one does not;
 - different: a value without an interval (transformer passes, seeds) differs.
 
-A claim also reports whether its verdict changed. The provenance files of both folders (every run's
+A claim also reports whether its verdict (holds, reversed, not resolved) changed. The provenance files of both folders (every run's
 provenance.json, the world's world.json and pretrain.json, the evaluations' *.provenance.json) are
 compared field by field, so a difference in the numbers can be traced to the machine (CPU model, kernel
 instruction set, MKL mode, threads, GPU stack) or to the code (git commit, package versions).
-Deciding claims afresh under other intervals is egrpo.stats' job; this module only reads what two
-runs wrote.
+Deciding claims afresh (egrpo.verdicts.side_by_side re-reads two comparisons.csv with their chance of
+replicating) is not this module's job; it reads what two runs wrote, tables and provenance included.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+from .verdicts import KEY, outcome
 
 IDENTICAL, PRINTED, WITHIN, BEYOND, DIFFERENT = (
     "identical", "identical as printed", "within the intervals", "beyond the intervals", "different")
@@ -55,11 +57,6 @@ def status(a: float, b: float, half_a: float | None = None, half_b: float | None
 
 def _printed(v: float) -> str:
     return f"{v:+.{DIGITS}f}"
-
-
-def verdict_kind(verdict: str) -> str:
-    """'holds', 'reversed' or 'not resolved': a verdict without its numbers."""
-    return str(verdict).split(" (")[0]
 
 
 def worst(statuses) -> str:
@@ -142,7 +139,7 @@ class FolderComparison:
         if len(self.claims):
             counts = self.claims["status"].value_counts()
             lines.append("- " + ", ".join(f"{counts[s]} {s}" for s in STATUSES if s in counts))
-            changed = self.claims[self.claims["verdict_a"].map(verdict_kind) != self.claims["verdict_b"].map(verdict_kind)]
+            changed = self.claims[self.claims["verdict_a"].map(outcome) != self.claims["verdict_b"].map(outcome)]
             lines.append(f"- verdicts changed: {len(changed)}")
             for r in changed.head(max_rows).itertuples():
                 lines.append(f"  - {r.table} | {r.a_label} > {r.b_label} on {r.metric}: A {r.verdict_a}, B {r.verdict_b}")
@@ -239,13 +236,10 @@ def _gain(cell: str) -> tuple[float, float]:
     return delta, (hi - lo) / 2
 
 
-CLAIM_KEY = ["table", "claim", "metric", "kind", "a", "b"]
-
-
 def compare_claims(ca: pd.DataFrame, cb: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """Each claim of comparisons.csv in both folders: its Δ and interval, and its verdict in each."""
-    key = [k for k in CLAIM_KEY if k in ca.columns and k in cb.columns]
-    merged = ca.merge(cb, on=key, how="outer", suffixes=("_a", "_b"), indicator=True)
+    """Each claim of comparisons.csv in both folders (matched as egrpo.verdicts matches two runs' claims):
+    its Δ and 95% interval, and its verdict in each."""
+    merged = ca.merge(cb, on=KEY, how="outer", suffixes=("_a", "_b"), indicator=True)
     rows, only = [], []
     for r in merged.to_dict("records"):
         label = f"tables/comparisons.csv: {r['table']} | {r['a']} > {r['b']} on {r['metric']} ({r['claim']})"
