@@ -272,14 +272,15 @@ def _variance(args) -> None:
 def _compare(args) -> int:
     """Two results folders side by side: each table cell and claim identical, within or beyond the
     intervals, and the provenance fields that differ (egrpo.compare)."""
-    from .compare import RANK, compare_folders
+    from .compare import IDENTICAL, PRINTED, RANK, WITHIN, compare_folders
 
     result = compare_folders(args.a, args.b)
     print(result.report(), end="")
     if "out" in args:
         _write(args.out, lambda p: result.frame().to_csv(p, index=False))
-    if "require" in args and RANK[result.overall] > RANK[args.require]:
-        print(f"egrpo compare: {result.overall}, worse than the required {args.require}", file=sys.stderr)
+    required = {"identical": IDENTICAL, "printed": PRINTED, "within": WITHIN}.get(getattr(args, "require", None))
+    if required and RANK[result.overall] > RANK[required]:
+        print(f"egrpo compare: {result.overall}, worse than required ({required})", file=sys.stderr)
         return 1
     return 0
 
@@ -383,8 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("a", help="a results folder (or the checkout holding results/)")
     cmp.add_argument("b", help="the results folder to compare it with")
     cmp.add_argument("--out", help="also write every comparison as CSV rows (section, item, a, b, status)")
-    cmp.add_argument("--require", choices=["identical", "identical as printed", "within the intervals"],
-                     help="exit with status 1 when the folders compare worse than this")
+    cmp.add_argument("--require", choices=["identical", "printed", "within"],
+                     help="exit with status 1 when the folders compare worse than this: identical, identical as "
+                     "printed, or within the intervals")
 
     pw = command(sub, "power", _power)
     pw.add_argument("--configfile", nargs="+", required=True, help="the configs the run used, in order")

@@ -59,3 +59,15 @@ def test_fsdp_gpu_check_stops_in_one_line_naming_what_is_missing(bare_checkout, 
     line = [x for x in r.stdout.splitlines() if x.startswith("gpu_fsdp preflight")]
     assert len(line) == 1 and "pandas" in line[0] and "a CUDA device" in line[0]
     assert json.loads((tmp_path / "gpu_fsdp.json").read_text())["preflight"]["missing"]
+
+
+def test_gpu_determinism_benchmark_runs_its_whole_path_on_cpu(tmp_path):
+    """benchmarks/gpu_determinism.py: both halves in their own processes, the ratios and the bitwise
+    repeat check (a CPU step repeats either way; the GPU answer is what the benchmark is for)."""
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_determinism.py"), "--tiny", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path / "gpu_determinism.json").read_text())
+    assert res["ratio_fwd_s"] > 0 and res["ratio_fwdbwd_s"] > 0
+    assert res["default"]["repeats_bitwise"] and res["deterministic"]["repeats_bitwise"]
+    assert res["default"]["device"] == "cpu" and res["deterministic"]["switches"]["sdp"]["cudnn"] is False

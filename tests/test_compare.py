@@ -111,9 +111,9 @@ def test_compare_cli(folders, tmp_path, capsys):
     a, b = folders
     assert main(["compare", str(a), str(a), "--require", "identical"]) == 0
     out = tmp_path / "cmp.csv"
-    assert main(["compare", str(a.parent / "a"), str(b), "--out", str(out), "--require", "within the intervals"]) == 1
+    assert main(["compare", str(a.parent / "a"), str(b), "--out", str(out), "--require", "within"]) == 1
     printed = capsys.readouterr()
-    assert "beyond the intervals" in printed.out and "worse than the required" in printed.err
+    assert "beyond the intervals" in printed.out and "worse than required" in printed.err
     rows = pd.read_csv(out)
     assert set(rows["section"]) == {"table", "claim", "provenance", "file"}
     assert (rows["status"] == ONLY_B).sum() == 0 and (rows["status"] == ONLY_A).sum() == 1
