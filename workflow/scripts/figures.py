@@ -7,12 +7,14 @@ sys.stderr = open(snakemake.log[0], "w")
 import numpy as np  # noqa: E402
 
 from egrpo import figures  # noqa: E402
+from egrpo import determinism  # noqa: E402
 from egrpo.experiment import MAIN, Experiment  # noqa: E402
 from egrpo.methods import display_name  # noqa: E402
 from egrpo.report import Compute  # noqa: E402
 from egrpo.rewards import reward_spec  # noqa: E402
 
 exp = Experiment.load(snakemake.config)
+determinism.apply(exp.determinism)  # as every job: before its first tensor operation
 out = {Path(p).stem: Path(p).with_suffix("") for p in snakemake.output.figures}
 
 if exp.merge_method:  # Figs. 1a-1b: the merge rule of its main run
