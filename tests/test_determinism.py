@@ -4,6 +4,7 @@ switches, the provenance of the CPU and GPU stack, and the setting's path from t
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -199,3 +200,19 @@ def test_the_setting_travels_from_the_config_to_every_job():
         Experiment(raw).check()
     with pytest.raises(ConfigError, match="determinism.cpu"):
         determinism_setting({"cpu": "avx512"})
+
+
+def test_the_world_rules_pass_the_setting_and_every_job_its_threads(tmp_path):
+    """The world jobs read no config: the rules give them the setting as flags; a job's rule threads are
+    its intra-op threads (pretraining's too, so Snakemake schedules what the job runs)."""
+    overlay = tmp_path / "threads.yaml"
+    overlay.write_text("determinism: {cpu: portable, threads: 2}\n")
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--snakefile", str(ROOT / "workflow/Snakefile"),
+                        "--directory", str(tmp_path), "--cores", "4", "--configfile", str(ROOT / "config/config.yaml"),
+                        str(overlay)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout
+    assert "egrpo world build" in out and "egrpo world pretrain" in out
+    assert out.count("--cpu portable --threads 2") == 2
+    threads = {m.group(1): m.group(2) for m in re.finditer(r"rule (\w+):(?:\n    .*)*?\n    threads: (\d+)", out)}
+    assert threads["world_pretrain"] == threads["train"] == "2"
