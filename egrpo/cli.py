@@ -193,6 +193,8 @@ def _evaluate_backbone(backbone, protocol, out: str, images: str | None) -> None
             for p in parts:
                 p.unlink()
     if rank == 0 and metrics:
+        import json
+
         from .determinism import record
 
         weights = getattr(backbone, "weights_id", "base")
