@@ -183,28 +183,35 @@ def test_driver_version_without_a_driver(tmp_path, monkeypatch):
 
 
 def test_the_setting_travels_from_the_config_to_every_job():
-    """Written once at the top level: every run config and the evaluation protocol carry it, the rules
-    give it to the world jobs and run each job on its threads; a copy under training is refused."""
+    """Written once at the top level: every run config, the evaluation protocol and the world's spec
+    carry it; a copy under training (or a method's overlay) or under world is refused."""
     from egrpo.experiment import Experiment
 
     raw = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    exp = Experiment(raw)
+    exp = Experiment.load(raw)
     assert exp.determinism == DeterminismConfig(cpu="portable", threads=1)
     for s, m, v in exp.configurations:
         assert exp.run_config(s, m, v).determinism == exp.determinism
-    assert exp.eval_protocol()["determinism"] == exp.determinism.model_dump()
-    flux = Experiment(yaml.safe_load((ROOT / "config/flux.yaml").read_text()))
+    assert exp.eval_protocol().determinism == exp.determinism
+    assert exp.world_spec().determinism == exp.determinism and exp.world_spec().seed == exp.world.seed
+    flux = Experiment.from_files([ROOT / "config/flux.yaml"])
     assert flux.determinism.cpu == "native" and flux.run_config("hps", "egrpo").determinism.cpu == "native"
-    raw["training"]["determinism"] = {"cpu": "native"}
-    with pytest.raises(ConfigError, match="training.determinism: set once at the top level"):
-        Experiment(raw).check()
+    for where, copy in (("training.determinism", {"training": {**raw["training"], "determinism": {"cpu": "native"}}}),
+                        ("training.methods.egrpo.determinism",
+                         {"training": {**raw["training"], "methods": {"egrpo": {"determinism": {"cpu": "native"}}}}}),
+                        ("world.determinism", {"world": {**raw["world"], "determinism": {"cpu": "native"}}})):
+        with pytest.raises(ConfigError, match=f"{re.escape(where)}: set once at the top level"):
+            Experiment.load({**raw, **copy})
     with pytest.raises(ConfigError, match="determinism.cpu"):
         determinism_setting({"cpu": "avx512"})
+    with pytest.raises(ConfigError, match="determinism.threads"):
+        Experiment.load({**raw, "determinism": {"threads": 0}})
 
 
-def test_the_world_rules_pass_the_setting_and_every_job_its_threads(tmp_path):
-    """The world jobs read no config: the rules give them the setting as flags; a job's rule threads are
-    its intra-op threads (pretraining's too, so Snakemake schedules what the job runs)."""
+def test_the_rules_write_the_setting_into_every_spec_and_run_each_job_on_its_threads(tmp_path):
+    """Every spec file a job reads (each run config, the evaluation protocol, the world's spec) carries
+    the top-level setting; a job's rule threads are its intra-op threads (pretraining's too, so
+    Snakemake schedules what the job runs)."""
     overlay = tmp_path / "threads.yaml"
     overlay.write_text("determinism: {cpu: portable, threads: 2}\n")
     r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--snakefile", str(ROOT / "workflow/Snakefile"),
@@ -212,7 +219,11 @@ def test_the_world_rules_pass_the_setting_and_every_job_its_threads(tmp_path):
                         str(overlay)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout
-    assert "egrpo world build" in out and "egrpo world pretrain" in out
-    assert out.count("--cpu portable --threads 2") == 2
+    specs = {m.group(1): json.loads(m.group(2)) for m in re.finditer(
+        r"^    output: (\S+)\n(?:    [^\n]*\n)*Shell command: printf '%s\\n' '(\{\n(?:[^\n]*\n)*?\})'", out, re.M)}
+    assert {"results/configs/world.json", "results/configs/eval.json", "results/configs/hps/egrpo/main.json"} <= set(specs)
+    for path, spec in specs.items():
+        determinism = spec["run"]["determinism"] if path.endswith("variance.json") else spec["determinism"]
+        assert determinism == {"cpu": "portable", "threads": 2, "gpu": False}, path
     threads = {m.group(1): m.group(2) for m in re.finditer(r"rule (\w+):(?:\n    .*)*?\n    threads: (\d+)", out)}
-    assert threads["world_pretrain"] == threads["train"] == "2"
+    assert threads["world_build"] == threads["world_pretrain"] == threads["train"] == threads["evaluate_base"] == "2"
