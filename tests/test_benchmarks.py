@@ -61,10 +61,12 @@ def test_fsdp_gpu_check_stops_in_one_line_naming_what_is_missing(bare_checkout, 
     assert json.loads((tmp_path / "gpu_fsdp.json").read_text())["preflight"]["missing"]
 
 
-def test_gpu_determinism_benchmark_runs_its_whole_path_on_cpu(tmp_path):
-    """benchmarks/gpu_determinism.py: both halves in their own processes, the ratios and the bitwise
-    repeat check (a CPU step repeats either way; the GPU answer is what the benchmark is for)."""
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_determinism.py"), "--tiny", "--out", str(tmp_path)],
+def test_gpu_determinism_benchmark_runs_its_whole_path_on_cpu_from_a_tree_never_installed(bare_checkout, tmp_path):
+    """benchmarks/gpu_determinism.py as a GPU machine gets it (a copied tree, no egrpo installed): both
+    halves in their own processes, the ratios and the bitwise repeat check (a CPU step repeats either
+    way; the GPU answer is what the benchmark is for)."""
+    python, tree = bare_checkout
+    r = subprocess.run([str(python), str(tree / "benchmarks/gpu_determinism.py"), "--tiny", "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((tmp_path / "gpu_determinism.json").read_text())
