@@ -2,23 +2,25 @@
 
 A plan answers, per iteration: is there a deterministic anchor trajectory; which groups of G
 trajectories (Rollouts) a prompt gets, where each starts (fresh noise, one noise shared by the
-group, or the anchor's latent at some step), which transitions are SDE/ODE, which deterministic
-tails finish them, and which transitions are trained. Advantages are normalised within a Rollout.
-E-GRPO's config and plan live here; DanceGRPO's and MixGRPO's in `baselines/`.
+group, or the anchor's latent at some step), which transitions are SDE/ODE, whether the rows form
+a tree (rows sharing a prefix share its forwards), which deterministic tails finish them, and which
+transitions are trained and how. Advantages are normalised within a Rollout (per depth in a tree).
+E-GRPO's config and plan live here; every other method's in `baselines/`.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, Protocol, Sequence, Union, get_args
+from typing import ClassVar, Literal, Protocol, Sequence, Union, get_args
 
 import torch
 from pydantic import Field, ValidationInfo, field_validator
 
 from .merge import Reading, merge_lengths
 from .methods import Axis, MethodConfig, MethodSpec, register
-from .sampler import SDE, Transition, make_transitions
+from .objectives import NodeReward, Std
+from .sampler import SDE, Transition, Tree, make_transitions
 from .schedule import shifted_sigmas
 
 Source = Literal["noise", "shared_noise", "anchor"]
@@ -33,6 +35,22 @@ class Tail:
 
 
 @dataclass(frozen=True)
+class EdgeTraining:
+    """How a tree's edges are trained (BranchGRPO): each edge (transition k into one node) once,
+    with the node's per-depth advantage; node rewards from the leaves' (`node_reward`); width
+    pruning of the edges after the last split (0: off; 1: per last-split branch, the best
+    `width_ratio` by advantage; 2: the best and worst `width_ratio` / 2 of the tree's); the edges
+    shuffled and an AdamW step taken every `edges_per_update` (with update = edges); per_tree_loss
+    divides each edge's loss by the tree's trained edges, as the release."""
+
+    node_reward: NodeReward = "mean"
+    width_pruning: Literal[0, 1, 2] = 0
+    width_ratio: float = 0.5
+    edges_per_update: int | None = None
+    per_tree_loss: bool = False
+
+
+@dataclass(frozen=True)
 class Rollout:
     """G trajectories of one prompt that form one advantage group.
 
@@ -43,6 +61,12 @@ class Rollout:
     data prediction x - sigma v at the last transition's input, which drops that step's noise.
     trainable: indices into head of the transitions that may be trained; train_per_row: train a
     random subset of that size per row (DanceGRPO), else all of them.
+    splits: (head index, children) pairs that make the G rows the leaves of one tree from the
+    shared start (see sampler.Tree): a node is forwarded once and draws its own noise; a tree
+    rooted at the anchor takes the anchor's velocity at its root (TempFlow-GRPO's branches).
+    advantage_std, advantage_eps: the group normalisation's std and epsilon.
+    noise_weight: c, each trained transition's loss weighted by c * its std (TempFlow-GRPO).
+    edges: train the tree edge by edge with per-depth advantages (BranchGRPO), else row by row.
     """
 
     key: str
@@ -54,6 +78,20 @@ class Rollout:
     train_per_row: int | None = None
     sigmas: torch.Tensor | None = None  # override of the iteration's sigmas (MixGRPO-Flash re-grid)
     decode: Literal["sample", "x0_hat"] = "sample"
+    splits: tuple[tuple[int, int], ...] = ()
+    advantage_std: Std = "unbiased"
+    advantage_eps: float = 1e-8
+    noise_weight: float | None = None
+    edges: EdgeTraining | None = None
+
+    def __post_init__(self):
+        if (self.splits or self.edges) and self.source == "noise":
+            raise ValueError(f"rollout {self.key}: a tree grows from one shared start (shared_noise or anchor)")
+        if self.edges is not None and not self.splits:
+            raise ValueError(f"rollout {self.key}: edge training needs a tree (splits)")
+
+    def tree(self, group_size: int) -> Tree | None:
+        return Tree(group_size, self.splits) if self.splits else None
 
 
 @dataclass(frozen=True)
@@ -66,7 +104,9 @@ class IterationPlan:
 
 
 class RolloutPlan(Protocol):
-    """A method, as the trainer sees it: built from its config (`cfg`)."""
+    """A method, as the trainer sees it: built from its config (`cfg`). A plan class may set
+    `logged_reward = "probe"` when its release logs the ODE sample's reward rather than the mean
+    over its samples' (Fig. 4's left panel)."""
 
     cfg: MethodConfig
 
@@ -148,6 +188,8 @@ class EGRPOPlan:
     """
 
     cfg: EGRPOMethod
+    # the training reward the releases log (Fig. 4): the anchor's ODE image (C, G), not the branches'
+    logged_reward: ClassVar[str] = "probe"
 
     @property
     def sigmas(self) -> torch.Tensor:

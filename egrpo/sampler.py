@@ -7,8 +7,9 @@ stochastic, which is all the GRPO update needs to re-score them later.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Hashable, Mapping, Sequence
+from typing import Callable, Hashable, Mapping, Sequence
 
 import torch
 
@@ -24,13 +25,16 @@ DPM2 = "dpm_solver_2m"  # deterministic multistep rule (MixGRPO-Flash's ODE tail
 class Transition:
     """sigmas[i] -> sigmas[j] under `rule` with noise level `eta` (j > i + 1: a merged step).
 
-    rule is an `sde_step` rule, or DPM2 for a deterministic DPM-Solver++(2M) step.
+    rule is an `sde_step` rule, or DPM2 for a deterministic DPM-Solver++(2M) step. noise_scale
+    widens the noise actually drawn (BranchGRPO's split steps) while the log-prob stays that of the
+    policy's own std, as in that release.
     """
 
     i: int
     j: int
     rule: str = "ode"
     eta: float = 0.0
+    noise_scale: float = 1.0
 
     @property
     def stochastic(self) -> bool:
@@ -69,6 +73,41 @@ def make_transitions(num_steps: int, sde: Mapping[int, SDE] | None = None, *, st
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class Tree:
+    """The rows of a lane as the leaves of one tree: the lane's transition k splits every node into
+    b children for each (k, b) in `splits` (one child elsewhere), children kept in order, so after
+    transition k row r sits at node r // (rows / nodes(k)). Rows at one node hold one latent: the
+    sampler forwards each node once, and draws a node's noise from its own generator (named by
+    transition and node), so no draw depends on batching or on the other rows."""
+
+    rows: int
+    splits: tuple[tuple[int, int], ...]
+
+    def __post_init__(self):
+        at = [k for k, _ in self.splits]
+        if len(set(at)) != len(at) or any(k < 0 for k in at) or any(b < 2 for _, b in self.splits):
+            raise ValueError(f"tree splits must be distinct transitions >= 0 with >= 2 children each, got {self.splits}")
+        if math.prod(b for _, b in self.splits) != self.rows:
+            raise ValueError(f"a tree with splits {self.splits} has {math.prod(b for _, b in self.splits)} leaves, "
+                             f"not the group's {self.rows} rows")
+
+    def nodes(self, k: int) -> int:
+        """Distinct nodes after transition k (k = -1: the root)."""
+        return math.prod(b for at, b in self.splits if at <= k)
+
+    def node_of(self, k: int) -> torch.Tensor:
+        """[rows] the node index of each row after transition k."""
+        return torch.arange(self.rows) // (self.rows // self.nodes(k))
+
+    def first_rows(self, k: int) -> torch.Tensor:
+        """[nodes(k)] one row of each node after transition k (the first of its leaves)."""
+        return torch.arange(self.nodes(k)) * (self.rows // self.nodes(k))
+
+
+NodeGenerator = Callable[[int, int], torch.Generator]  # (transition, node) -> that node's generator
+
+
 @dataclass
 class Trajectory:
     """What a sampled batch leaves behind: latents[k] is x at sigmas[transitions[k].i];
@@ -96,15 +135,26 @@ class Lane:
 
     def __init__(self, embeds: PromptEmbeds, sigmas: torch.Tensor, transitions: Sequence[Transition],
                  x: torch.Tensor, generators: Sequence[torch.Generator] | None = None, *, keep_latents: bool = True,
-                 origin: Hashable | None = None):
+                 origin: Hashable | None = None, tree: Tree | None = None, node_generator: NodeGenerator | None = None,
+                 record_velocity: bool = False):
+        """generators: one per row, each row's noise drawn from its own in turn; with a `tree`, each
+        node's noise comes from node_generator(transition, node) instead. record_velocity keeps the
+        velocity of every transition (`velocities`: an anchor hands its own to a tree rooted on it)."""
         transitions = tuple(transitions)
         if any(a.j != b.i for a, b in zip(transitions, transitions[1:])):
             raise ValueError("transitions must be contiguous")
         rows = x.shape[0]
-        if any(t.stochastic for t in transitions) and (generators is None or len(generators) != rows):
+        if tree is not None:
+            if tree.rows != rows:
+                raise ValueError(f"a tree of {tree.rows} leaves for {rows} rows")
+            if any(t.stochastic for t in transitions) and node_generator is None:
+                raise ValueError("a tree's stochastic transitions need a node generator")
+        elif any(t.stochastic for t in transitions) and (generators is None or len(generators) != rows):
             raise ValueError("a stochastic transition needs one generator per batch row")
         self.embeds = embeds if len(embeds) == rows else embeds.select([0] * rows)
         self.sigmas, self.transitions, self.generators = sigmas, transitions, generators
+        self.tree, self.node_generator = tree, node_generator
+        self.velocities: list[torch.Tensor] | None = [] if record_velocity else None
         self.keep_latents = keep_latents
         # lanes built with one origin start from the same latent, conditioning and sigmas (E-GRPO's tails
         # of a branch group): while the transitions they have taken agree, their inputs are identical
@@ -123,6 +173,18 @@ class Lane:
         return (self.origin, self.transitions[: self.pos], float(self.sigmas[self.next_i]))
 
     @property
+    def inputs(self) -> torch.Tensor:
+        """The distinct inputs of the next transition: every row, or one row per tree node."""
+        return self.x if self.tree is None else self.x[self.tree.first_rows(self.pos - 1).to(self.x.device)]
+
+    @property
+    def input_embeds(self) -> PromptEmbeds:
+        if self.tree is None:
+            return self.embeds
+        n = self.tree.nodes(self.pos - 1)
+        return PromptEmbeds(self.embeds.prompt[:n], self.embeds.pooled[:n], self.embeds.text_ids)
+
+    @property
     def done(self) -> bool:
         return self.pos == len(self.transitions)
 
@@ -130,9 +192,24 @@ class Lane:
     def next_i(self) -> int:
         return self.transitions[self.pos].i
 
+    def noise(self, tr: Transition) -> torch.Tensor:
+        """The standard-normal draw of the next (stochastic) transition, one per row (per node in a tree)."""
+        shape = tuple(self.x.shape[1:])
+        if self.tree is None:
+            eps = randn_rows(shape, list(self.generators), device=self.x.device)
+        else:
+            k = self.pos
+            nodes = randn_rows(shape, [self.node_generator(k, n) for n in range(self.tree.nodes(k))], device=self.x.device)
+            eps = nodes[self.tree.node_of(k).to(self.x.device)]
+        return eps if tr.noise_scale == 1.0 else eps * tr.noise_scale
+
     def advance(self, v: torch.Tensor) -> None:
-        """Take the next transition given the velocity at the current x."""
+        """Take the next transition given the velocity at the current distinct inputs (`inputs`)."""
         tr, x, sigmas = self.transitions[self.pos], self.x, self.sigmas
+        if self.velocities is not None:
+            self.velocities.append(v)
+        if self.tree is not None:
+            v = v[self.tree.node_of(self.pos - 1).to(v.device)]  # one velocity per node -> per row
         self.x0_hat = x - sigmas[tr.i].float() * v
         if tr.rule == DPM2:
             s, s_next = float(sigmas[tr.i]), float(sigmas[tr.j])
@@ -141,7 +218,7 @@ class Lane:
             x = dpm_solver_2m_step(x, x0, h and h[1], h and h[0], s, s_next)
             self.log_probs.append(torch.zeros(x.shape[0], device=x.device))
         else:
-            noise = randn_rows(tuple(x.shape[1:]), list(self.generators), device=x.device) if tr.stochastic else None
+            noise = self.noise(tr) if tr.stochastic else None
             step = sde_step(x, v, sigmas, tr.i, tr.j, rule=tr.rule, eta=tr.eta, noise=noise)
             x = step.prev_sample
             self.log_probs.append(step.log_prob)
@@ -175,7 +252,7 @@ def run_lanes(backbone: FluxBackbone, lanes: Sequence[Lane], *, height: int, wid
         ready = [lane for lane in pending if lane.next_i == k]
         chunks, cur, size = [], [], 0
         for lane in ready:  # greedy chunks of whole lanes, at most max_batch rows when possible
-            rows = lane.x.shape[0]
+            rows = lane.inputs.shape[0]
             if cur and max_batch and size + rows > max_batch:
                 chunks.append(cur)
                 cur, size = [], 0
@@ -187,14 +264,15 @@ def run_lanes(backbone: FluxBackbone, lanes: Sequence[Lane], *, height: int, wid
             for lane in chunk:
                 shared.setdefault(lane.share_key, []).append(lane)
             uniq = [group[0] for group in shared.values()]
-            x = torch.cat([lane.x for lane in uniq])  # [sum of rows, N, C]
-            sigma = torch.cat([lane.sigmas[k].expand(lane.x.shape[0]) for lane in uniq])
-            e = uniq[0].embeds if len(uniq) == 1 else PromptEmbeds(
-                torch.cat([lane.embeds.prompt for lane in uniq]), torch.cat([lane.embeds.pooled for lane in uniq]),
-                uniq[0].embeds.text_ids)
+            inputs = [lane.inputs for lane in uniq]  # a tree lane forwards each node once
+            x = torch.cat(inputs)  # [sum of rows, N, C]
+            sigma = torch.cat([lane.sigmas[k].expand(xs.shape[0]) for lane, xs in zip(uniq, inputs)])
+            embeds = [lane.input_embeds for lane in uniq]
+            e = embeds[0] if len(uniq) == 1 else PromptEmbeds(
+                torch.cat([e.prompt for e in embeds]), torch.cat([e.pooled for e in embeds]), embeds[0].text_ids)
             v = backbone.velocity(x, sigma, e, height, width)
             calls += 1
-            for group, v_lane in zip(shared.values(), v.split([lane.x.shape[0] for lane in uniq])):
+            for group, v_lane in zip(shared.values(), v.split([xs.shape[0] for xs in inputs])):
                 for lane in group:
                     lane.advance(v_lane)
 

@@ -26,10 +26,10 @@ from .errors import ConfigError, InputError, NonFiniteRewardError, TrainingError
 from .flux import FluxBackbone
 from .memory import PhasePeaks, device_gib, keeps_gathered
 from .methods import build_plan
-from .objectives import clipped_ratio_loss, rollout_advantages
 from .prompts import load_prompts
 from .rewards import build_reward
-from .rollout import Prompt, merge_units, sample_iteration, score_sample, train_units
+from .rollout import (Prompt, group_advantages_of, merge_units, sample_iteration, score_sample, train_units,
+                      unit_loss)
 from .sde import sde_step
 from .seeding import derive_seed, generator
 from .startup import builds_sharded, sharded_transformer
@@ -156,11 +156,10 @@ class Trainer:
         dist.raise_together(error, TrainingError)
         t2 = time.perf_counter()
 
-        # ---- advantages, normalised within each group (per tail, summed, clamped)
+        # ---- advantages, normalised within each group (per tail, summed, clamped; per depth in a tree)
         units = []
         for grp in sample.groups:
-            grp.advantages = rollout_advantages(grp.rewards, self.weights, cfg.rewards.aggregation,
-                                                clip=cfg.optim.adv_clip)
+            grp.advantages = group_advantages_of(grp, self.weights, cfg.rewards.aggregation, cfg.optim.adv_clip)
             units += train_units(grp, key, cfg.train.micro_batch, cfg.method)
 
         # ---- update
@@ -216,8 +215,7 @@ class Trainer:
                 with dist.no_sync(self.model, skip=m < n_units - 1):
                     v = bb.velocity(u.x, u.sigmas[u.i], u.embeds, cfg.model.height, cfg.model.width, module=self.model)
                     step = sde_step(u.x[u.index], v[u.index], u.sigmas, u.i, u.j, rule=u.rule, eta=u.eta, prev_sample=u.prev)
-                    loss_rows, ratio, was_clipped = clipped_ratio_loss(step.log_prob, u.old_log_prob, u.advantages,
-                                                                       cfg.optim.clip_range)
+                    loss_rows, ratio, was_clipped = unit_loss(u, step.log_prob, cfg.optim.clip_range)
                     loss = loss_rows.sum() * scale * weight
                     bad |= not bool(torch.isfinite(loss))
                     loss.backward()
