@@ -113,14 +113,17 @@ def tokens(cfg_run, model_cfg: dict) -> int:
     return (m.height // 16) * (m.width // 16) + m.max_sequence_length
 
 
-def shared_input(method) -> bool:
-    """Does every trained transition of the method enter from one latent shared by its group (E-GRPO's
-    branches off the anchor)? Then a training forward holds one row per group, not micro_batch."""
-    from .methods import build_plan
-    from .rollout import shares_input
+def forward_shapes(cfg_run, gpus: int):
+    """The largest sampling and training forwards of the run's method on one rank (its share of the
+    prompts), from its plan run through the sampler and unit builder on a stand-in (egrpo.cost);
+    every row training every trainable step, the most any iteration can batch. A group entering
+    from one latent (E-GRPO's branches off the anchor) is one row of a training forward."""
+    from .cost import iteration_cost
 
-    plan = build_plan(method).for_iteration(0)
-    return all(shares_input(r, k) for r in plan.rollouts for k in r.trainable)
+    t = cfg_run.train
+    share = max(1, t.prompts_per_iteration // gpus)
+    return iteration_cost(cfg_run.method, share, sample_batch=t.sample_batch, micro_batch=t.micro_batch,
+                          every_row_trains=True)
 
 
 def total(parts: list[Component], transformer_only: bool = False) -> float:
@@ -130,7 +133,8 @@ def total(parts: list[Component], transformer_only: bool = False) -> float:
 def plan(cfg_run, gpus: int, gpu_gib: float = 79.0, arch: dict | None = None) -> dict[str, list[Component]]:
     """Per-GPU memory of a training job by phase (PHASES, in a run's order), each a list of components
     (GiB). `gpus`: processes of the job (FSDP2 under torchrun at any count, 1 included); `gpu_gib`
-    decides whether sampling keeps the whole bf16 model gathered (it does when that fits with MARGIN)."""
+    decides whether sampling keeps the whole bf16 model gathered (it does when that fits with MARGIN).
+    The forwards' rows are the method's own (forward_shapes)."""
     m, t = cfg_run.model, cfg_run.train
     arch = arch or transformer_config(m.path)[0]
     n = count_parameters(arch, m.lora_rank)
@@ -159,7 +163,8 @@ def plan(cfg_run, gpus: int, gpu_gib: float = 79.0, arch: dict | None = None) ->
             rewards.append(Component(f"reward {r}", size * REWARD_PARAMS[r] / GiB,
                                      "bf16" if size == 2 else f"fp32 weights ({precision})", transformer=False))
     hidden = n["width"] * tokens(cfg_run, arch) * compute_bytes  # one hidden state of one sample
-    rows = 1 if shared_input(cfg_run.method) else max(1, t.micro_batch)
+    shapes = forward_shapes(cfg_run, gpus)
+    rows = max(1, shapes.training_batch)  # distinct inputs: a group entering from one latent shares a row
     if m.gradient_checkpointing:
         acts = (n["blocks"] + BLOCK_ACTIVATIONS) * rows * hidden
         act_note = f"{rows} row(s): every block's input kept, one block recomputed"
@@ -172,7 +177,7 @@ def plan(cfg_run, gpus: int, gpu_gib: float = 79.0, arch: dict | None = None) ->
     step_peak = master + grads + moments + vae + rewards + [
         Component("AdamW update temporaries", 4 * trained / GiB, "foreach step")]
 
-    sample_rows = t.sample_batch or cfg_run.method.group_size
+    sample_rows = shapes.sampling_batch
     decode = (m.decode_batch or sample_rows) * m.height * m.width * DECODE_VALUES_PER_PIXEL * compute_bytes
     sampling_rest = vae + rewards + [
         Component("sampling activations", SAMPLING_ACTIVATIONS * sample_rows * hidden / GiB, f"{sample_rows} rows, no grad"),

@@ -258,11 +258,18 @@ def planned_phases(arch: dict, *, world: int, batches=(1, 12), sample_rows: int 
     reward models and text encoders are not in the measurement), keyed alike; sampling both ways."""
     from .config import resolve
 
+    # Flow-GRPO trains every row at every step from its own noise: micro_batch distinct rows a forward;
+    # each rank gets enough prompts to fill the largest forward measured
+    group = 12
+    share = -(-max(sample_rows, *batches) // group)
+
     def cfg(rows):
-        return resolve({"name": "plan", "method": {"name": "dancegrpo"}, "rewards": {"names": ["brightness"]},
+        return resolve({"name": "plan", "method": {"name": "flowgrpo", "group_size": group},
+                        "rewards": {"names": ["brightness"]},
                         "model": {"path": "/nonexistent", "height": height, "width": height,
                                   "max_sequence_length": text_tokens, "gradient_checkpointing": checkpointing},
-                        "train": {"prompts": ["a"], "micro_batch": rows, "sample_batch": sample_rows, "parallel": "fsdp"}})
+                        "train": {"prompts": ["a"], "micro_batch": rows, "sample_batch": sample_rows, "parallel": "fsdp",
+                                  "prompts_per_iteration": world * share}})
 
     out = {}
     for rows in batches:

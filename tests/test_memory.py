@@ -110,3 +110,23 @@ def test_phase_peaks_reset_the_allocator_counter_per_phase(monkeypatch):
     assert peaks.take() == {"memory/sampling_gib": 30, "memory/training_gib": 20, "memory/optimizer_gib": 25}
     assert peaks.take() == {}
     assert PhasePeaks(torch.device("cpu")).take() == {}  # no allocator counter on the CPU
+
+
+def test_each_methods_forward_shapes_from_its_plan():
+    """The plan's training batch is the distinct inputs a forward takes on one rank (flux.yaml, 8 GPUs):
+    E-GRPO's branches share their anchor latent (1 row; GranularGRPO's 2 prompts a rank: 2), TempFlow-GRPO's
+    24 prompts a rank one per group (12: micro_batch), DanceGRPO's 2 prompts at most 4 rows each a step."""
+    from egrpo.experiment import Experiment
+    from egrpo.memory import forward_shapes
+
+    raw = yaml.safe_load((Path(__file__).parents[1] / "config" / "flux.yaml").read_text())
+    raw["inputs"]["model"] = "/nonexistent/FLUX.1-dev"
+    exp = Experiment(raw)
+    shapes = {m: forward_shapes(exp.run_config("hps", m), 8) for m in exp.methods}
+    assert {m: s.training_batch for m, s in shapes.items()} == {
+        "egrpo": 1, "g2rpo": 2, "dancegrpo": 8, "mixgrpo": 12, "tempflow": 12, "branchgrpo": 4}
+    assert {m: s.sampling_batch for m, s in shapes.items()} == {
+        "egrpo": 24, "g2rpo": 24, "dancegrpo": 24, "mixgrpo": 24, "tempflow": 24, "branchgrpo": 16}
+    for m in exp.methods:
+        report = plan_report(exp.run_config("hps", m), gpus=8, gpu_gib=79)
+        assert f"{shapes[m].training_batch} row(s)" in report and "WARNING" not in report
