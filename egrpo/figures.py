@@ -92,18 +92,19 @@ def _trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def release_curve(method) -> str:
-    """The training reward a method's release logs: its anchor's ODE image (the probe) where its plan
-    has an anchor (E-GRPO), else the mean over the group's samples (DanceGRPO, MixGRPO)."""
+    """The training reward a method's release logs, as its plan declares (`logged_reward`): the anchor's
+    ODE image (the probe: E-GRPO, GranularGRPO), else the mean over the group's samples (the others;
+    TempFlow-GRPO too, although its branches leave an anchor)."""
     from .methods import build_plan
 
-    return "probe" if build_plan(method).for_iteration(0).anchor is not None else "reward"
+    return getattr(build_plan(method), "logged_reward", "reward")
 
 
 def reward_curves(logs: dict[str, Sequence[Path]], methods: dict, reward: str, reward_label: str, stem: Path,
                   budget: float | None = None, smooth: int = 3) -> None:
     """Fig. 4: (left) the training reward each method's release logs (`methods`: name -> its method
-    config), per iteration: E-GRPO the reward of its anchor's ODE image (probe), DanceGRPO and MixGRPO
-    the mean over the group's samples;
+    config), per iteration: E-GRPO and GranularGRPO the reward of the anchor's ODE image (probe), the
+    others the mean over their samples;
     (right) every method's ODE-probe reward against the transformer passes spent, the compute-matched
     comparison of Table 1 at `budget`. Lines: mean over seeds (trailing mean of `smooth` iterations);
     bands: min to max over seeds."""
@@ -124,7 +125,7 @@ def reward_curves(logs: dict[str, Sequence[Path]], methods: dict, reward: str, r
             axes[1].plot(before, probe.mean(0), color=line.get_color(), label=display_name(method))
             axes[1].fill_between(before, probe.min(0), probe.max(0), alpha=0.2, color=line.get_color())
     axes[0].set(xlabel="training iteration", ylabel=f"training reward: {reward_label}",
-                title="As each release logs it (E-GRPO: anchor image;\nbaselines: mean over samples)")
+                title="As each release logs it (E-GRPO, GranularGRPO: anchor image;\nothers: mean over samples)")
     axes[1].set(xlabel="transformer passes spent (sampling + training)",
                 ylabel=f"{reward_label} of the policy's ODE sample", title="Against compute (same quantity for all)")
     if budget:

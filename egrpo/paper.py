@@ -5,17 +5,23 @@ Scales: HPS v2.1 and CLIP score as cosine-based scores, PickScore as logit/100, 
 
 METRICS = ("hps", "clip", "pickscore", "imagereward")
 
-TABLE1 = {  # setting -> method -> metric -> value
+TABLE1 = {  # setting -> method -> metric -> value (GranularGRPO = g2rpo, TempFlowGRPO = tempflow)
     "hps": {
         "base": dict(hps=0.311, clip=0.388, pickscore=0.231, imagereward=1.089),
         "dancegrpo": dict(hps=0.353, clip=0.375, pickscore=0.228, imagereward=1.233),
         "mixgrpo": dict(hps=0.378, clip=0.358, pickscore=0.225, imagereward=1.266),
+        "g2rpo": dict(hps=0.385, clip=0.355, pickscore=0.229, imagereward=1.313),
+        "branchgrpo": dict(hps=0.358, clip=0.365, pickscore=0.231, imagereward=1.311),
+        "tempflow": dict(hps=0.382, clip=0.357, pickscore=0.231, imagereward=1.264),
         "egrpo": dict(hps=0.391, clip=0.355, pickscore=0.232, imagereward=1.324),
     },
     "hps_clip": {
         "base": dict(hps=0.311, clip=0.388, pickscore=0.231, imagereward=1.089),
         "dancegrpo": dict(hps=0.331, clip=0.389, pickscore=0.227, imagereward=1.128),
         "mixgrpo": dict(hps=0.363, clip=0.399, pickscore=0.230, imagereward=1.436),
+        "g2rpo": dict(hps=0.377, clip=0.400, pickscore=0.236, imagereward=1.490),
+        "branchgrpo": dict(hps=0.342, clip=0.384, pickscore=0.230, imagereward=1.243),
+        "tempflow": dict(hps=0.310, clip=0.388, pickscore=0.230, imagereward=1.106),
         "egrpo": dict(hps=0.382, clip=0.401, pickscore=0.237, imagereward=1.494),
     },
 }

@@ -34,8 +34,10 @@ def tiny_run_config(model_dir, method: str, **sections) -> dict:
         "rewards": {"names": ["brightness"]},
         "method": {"num_steps": 8, "group_size": 4},
     }
-    if method == "egrpo":
+    if method in ("egrpo", "g2rpo"):
         raw["method"].update(active="first4", granularities=[1])
+    if method == "branchgrpo":
+        raw["method"].update(split_points=[0, 3])  # 4 leaves
     for k, v in sections.items():
         raw[k] = {**raw.get(k, {}), **v} if isinstance(v, dict) else v
     return raw

@@ -17,7 +17,7 @@ def egrpo(**kw) -> EGRPOPlan:
 
 
 def test_registry_builds_every_method_from_its_own_config():
-    assert {"egrpo", "dancegrpo", "mixgrpo", "mixgrpo_flash", "flowgrpo"} <= set(registry())
+    assert {"egrpo", "dancegrpo", "mixgrpo", "mixgrpo_flash", "flowgrpo", "g2rpo", "tempflow", "branchgrpo"} <= set(registry())
     for name, spec in registry().items():
         cfg = spec.config()
         assert cfg.name == name and isinstance(build_plan(cfg), spec.plan)

@@ -12,7 +12,7 @@ from egrpo.schedule import shifted_sigmas
 from egrpo.seeding import generator
 from egrpo.trainer import Trainer, TrainingError
 
-METHODS = ["egrpo", "dancegrpo", "mixgrpo"]
+METHODS = ["egrpo", "dancegrpo", "mixgrpo", "g2rpo", "tempflow", "branchgrpo"]
 
 
 def _trainer(tiny_flux_dir, out, method, reward_fns=None, method_update=None, **sections):
@@ -31,9 +31,11 @@ def _ode_brightness(tr) -> float:
         return float(sample(bb, e, shifted_sigmas(8, 3.0), make_transitions(8), x, None, height=32, width=32).images.mean())
 
 
-# AdamW steps of one tiny iteration under each release's schedule: E-GRPO one per active step (first4),
-# DanceGRPO one per 4 of a group's 4 samples, MixGRPO(-Flash) one per 3 of 4, Flow-GRPO one
-RELEASE_UPDATES = {"egrpo": 4, "dancegrpo": 1, "mixgrpo": 2, "mixgrpo_flash": 2, "flowgrpo": 1}
+# AdamW steps of one tiny iteration under each release's schedule: E-GRPO and GranularGRPO one per
+# active step (first4), DanceGRPO one per 4 of a group's 4 samples, MixGRPO(-Flash) and TempFlow-GRPO
+# one per 3 of 4, Flow-GRPO one, BranchGRPO one per 6 of a 4-leaf tree's 26 edges over 8 steps
+RELEASE_UPDATES = {"egrpo": 4, "dancegrpo": 1, "mixgrpo": 2, "mixgrpo_flash": 2, "flowgrpo": 1, "g2rpo": 4,
+                   "tempflow": 2, "branchgrpo": 5}
 
 
 @pytest.mark.parametrize("method", list(RELEASE_UPDATES))
