@@ -226,6 +226,11 @@ def write_stand_ins(out: str | Path) -> Path:
                 "egrpo": {"method": {"group_size": 4}},
                 "dancegrpo": {"train": {"prompts_per_iteration": 2}, "method": {"group_size": 4, "samples_per_update": 2}},
                 "mixgrpo": {"train": {"prompts_per_iteration": 2}, "method": {"group_size": 4, "samples_per_update": 2}},
+                "g2rpo": {"train": {"prompts_per_iteration": 2}, "method": {"group_size": 4}},
+                "branchgrpo": {"train": {"prompts_per_iteration": 2},
+                               "method": {"group_size": 4, "split_points": [0, 3]}},  # 4 leaves
+                "tempflow": {"train": {"iterations": 2, "prompts_per_iteration": 2},
+                             "method": {"group_size": 4, "samples_per_update": 2}},
             },
         },
     }

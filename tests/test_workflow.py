@@ -41,25 +41,27 @@ def test_dry_run_default_config(tmp_path):
     from egrpo.experiment import Experiment
 
     counts = job_counts(smk(tmp_path, "-n", "--configfile", str(ROOT / "config/config.yaml")).stdout)
-    # one job per (setting, method, variant) the config declares (2 settings x 3 methods + the E-GRPO
+    # one job per (setting, method, variant) the config declares (2 settings x 6 methods + the E-GRPO
     # ablation rows), each training every seed (group_seeds) and evaluating its runs (eval.with_training);
     # each from its own resolved run config
     n = len(Experiment.load(yaml.safe_load((ROOT / "config/config.yaml").read_text())).configurations)
-    assert n >= 6 + 3 and counts["train"] == n and counts["run_config"] == n and "evaluate_run" not in counts
+    assert n >= 12 + 3 and counts["train"] == n and counts["run_config"] == n and "evaluate_run" not in counts
     assert counts["world_build"] == 1 and counts["world_pretrain"] == 1 and counts["evaluate_base"] == 1
     assert counts["tables"] == 1 and counts["figures"] == 1
 
 
 def test_dry_run_world_study(tmp_path):
-    """The study is an overlay of the default config: every ablation row, 4 seeds per job."""
+    """The study is an overlay of the default config: six methods in two settings, every ablation row
+    (10), 4 seeds per job."""
     out = smk(tmp_path, "-n", "-p", "--configfile", str(ROOT / "config/config.yaml"),
               str(ROOT / "config/world_study.yaml")).stdout
-    assert job_counts(out)["train"] == 16 and "--seed 0 1 2 3" in out
+    assert job_counts(out)["train"] == 2 * 6 + 10 and "--seed 0 1 2 3" in out
 
 
 def test_dry_run_flux_config(tmp_path):
     counts = job_counts(smk(tmp_path, "-n", "--configfile", str(ROOT / "config/flux.yaml")).stdout)
-    assert counts["train"] == 48 and counts["evaluate_run"] == 48  # 3 seeds; plans without any weights present
+    runs = 3 * (2 * 6 + 10)  # 3 seeds of six methods in two settings and ten E-GRPO ablation rows
+    assert counts["train"] == runs and counts["evaluate_run"] == runs  # plans without any weights present
     assert "world_build" not in counts and "world_pretrain" not in counts
 
 
