@@ -128,7 +128,8 @@ def main():
 
         model = str(save_tiny_flux(tempfile.mkdtemp()))
     cases = [("egrpo", {}, True), ("egrpo (unbatched lanes)", {}, False), ("dancegrpo", {}, True),
-             ("mixgrpo", {"num_steps": 25}, True), ("mixgrpo_flash", {"num_steps": 25}, True)]
+             ("mixgrpo", {"num_steps": 25}, True), ("mixgrpo_flash", {"num_steps": 25}, True),
+             ("g2rpo", {}, True), ("tempflow", {"shift": 3.0}, True), ("branchgrpo", {"split_points": [0, 3, 6]}, True)]
     print(f"model {model}; 2 prompts/iteration, G = 8, 32x32; {torch.get_num_threads()} threads")
     print(f"{'method':26s} {'total s':>8s} {'sample':>7s} {'reward':>7s} {'train':>7s} {'rest':>6s} "
           f"{'passes':>7s} {'calls':>6s} {'ratio':>6s} {'decode':>7s} {'ratio+decode':>12s}")

@@ -163,6 +163,9 @@ class Tables:
             pairs.append(self.record(f"table1_{setting}", "paper's ordering", key, c, "pairwise"))
         label = " > ".join([display_name(m) for m in order] + [display_name("base")])
         notes += [*pairs, Ordering(key, label, [*pairs, gain_claims[order[-1]]])]
+        if {"egrpo", "g2rpo"} <= set(exp.methods):
+            notes.append(f"{display_name('egrpo')} is {display_name('g2rpo')} plus the entropy-guided merge (the same "
+                         f"plan with every merge length 1): their difference is the merge's effect")
         notes += self.compute_matched(setting, order, computes, rows)
         return pd.DataFrame(rows), notes + self.rewards_note(setting)
 
