@@ -210,9 +210,12 @@ def write_stand_ins(out: str | Path) -> Path:
                 "imagereward": {k: str(v) for k, v in ir.items()},
             },
         },
-        # the budget, scaled down: one seed, two iterations of two prompts, groups of 4, 64x64 images;
-        # training keeps torchrun (2 processes: FSDP2 full fine-tuning on CPU processes) as a cluster does
+        # the budget, scaled down: one seed, two iterations of two prompts, groups of 4, 64x64 images,
+        # one ablation row per table (the file's ten rows differ only in a method key: its six methods
+        # in two settings cost CI the time ten more runs would); training keeps torchrun (2 processes:
+        # FSDP2 full fine-tuning on CPU processes) as a cluster does
         "seeds": [0],
+        "ablations": {"setting": "hps", "methods": {"egrpo": {"tau": [2.6], "fixed_merge": [6], "active": ["all"]}}},
         "eval": {"sampler": {"sampler": "flux_pipeline", "num_steps": 4, "height": 64, "width": 64, "guidance": 3.5,
                              "batch": 4, "seed": 42},
                  "max_sequence_length": 32, "test_limit": 4},

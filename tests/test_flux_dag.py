@@ -57,7 +57,7 @@ def test_training_ran_as_on_the_cluster_and_changed_every_run(flux_dag):
     base = load_file(str(Path(overlay["inputs"]["model"]) / "transformer" / "diffusion_pytorch_model.safetensors"))
     runs = sorted((work / "results" / "runs").glob("*/*/*/seed0"))
     config = deep_merge(yaml.safe_load((ROOT / "config" / "flux.yaml").read_text()), overlay)
-    # every run the file declares (2 settings x 3 methods + each E-GRPO ablation row), one seed, and no other
+    # every run the file declares (2 settings x 6 methods + each E-GRPO ablation row), one seed, and no other
     assert {str(r.relative_to(work)) for r in runs} == {r.dir for r in Experiment.load(config).runs}
     for run in runs:
         prov = json.loads((run / "provenance.json").read_text())
