@@ -48,6 +48,11 @@ def test_every_rule_ran(flux_dag):
     both = (res / "tables" / "table1_hps_clip.md").read_text()  # how each method combines HPS and CLIP
     assert "MixGRPO 0.5 hpsv21 + 0.5 clip_score" in both and "E-GRPO 1 hpsv21 + 1 clip_score" in both
     assert "DanceGRPO: no released code trains this setting" in both
+    for s in ("hps", "hps_clip"):  # Table 1's six methods, each with its compute
+        rows = {line.split("|")[1].strip(): line for line in (res / "tables" / f"table1_{s}.md").read_text().splitlines()
+                if line.startswith("|")}
+        for name in ("E-GRPO", "DanceGRPO", "MixGRPO", "GranularGRPO", "BranchGRPO", "TempFlow-GRPO"):
+            assert name in rows and rows[name].count("|") == rows["Base model"].count("|"), name
     for f in ("fig1b_entropy", "fig1a_variance", "fig4_reward_curves", "fig5_qualitative", "tau_ablation"):
         assert (res / "figures" / f"{f}.png").stat().st_size > 1000
 
