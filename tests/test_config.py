@@ -42,15 +42,18 @@ def test_reward_precision_has_one_source():
 
 
 def test_flux_config_trains_each_method_as_its_release():
-    """MixGRPO normalises HPS+CLIP's 1:1 to 0.5:0.5 and scores CLIP in fp32 (M); E-GRPO and DanceGRPO
-    sum 1:1 (G; DanceGRPO's HPS+CLIP row is the harness's construction); HPS under fp16 autocast for all."""
+    """MixGRPO normalises HPS+CLIP's 1:1 to 0.5:0.5 and scores CLIP in fp32 (M); E-GRPO, GranularGRPO,
+    DanceGRPO, BranchGRPO and TempFlow-GRPO sum 1:1 (G; the last three rows are the harness's
+    construction: their releases have no HPS+CLIP code); HPS under fp16 autocast for all."""
     exp = Experiment.from_files([ROOT / "config" / "flux.yaml"])
-    for method, weights, clip in (("egrpo", 1.0, "amp"), ("dancegrpo", 1.0, "amp"), ("mixgrpo", 0.5, "fp32")):
+    for method, weights, clip in (("egrpo", 1.0, "amp"), ("g2rpo", 1.0, "amp"), ("dancegrpo", 1.0, "amp"),
+                                  ("branchgrpo", 1.0, "amp"), ("tempflow", 1.0, "amp"), ("mixgrpo", 0.5, "fp32")):
         both = exp.run_config("hps_clip", method).rewards
         assert both.weight_map() == {"hpsv21": weights, "clip_score": weights}, method
         assert [both.reward_options(n)["precision"] for n in both.names] == ["amp", clip], method
         assert exp.run_config("hps", method).rewards.weight_map() == {"hpsv21": 1.0}, method
-    assert exp.settings["hps_clip"].constructed == ["dancegrpo"] and exp.settings["hps"].constructed == []
+    assert exp.settings["hps_clip"].constructed == ["dancegrpo", "branchgrpo", "tempflow"]
+    assert exp.settings["hps"].constructed == []
     protocol = exp.eval_protocol()
     assert (protocol.precision, protocol.score_text, protocol.sampler.dtype) == ("fp32", "prompt", "auto")
 

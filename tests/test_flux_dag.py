@@ -47,7 +47,8 @@ def test_every_rule_ran(flux_dag):
         assert "(paper)" in table and " Δ" in table  # the paper's values and the difference beside ours
     both = (res / "tables" / "table1_hps_clip.md").read_text()  # how each method combines HPS and CLIP
     assert "MixGRPO 0.5 hpsv21 + 0.5 clip_score" in both and "E-GRPO 1 hpsv21 + 1 clip_score" in both
-    assert "DanceGRPO: no released code trains this setting" in both
+    assert "GranularGRPO 1 hpsv21 + 1 clip_score" in both and "TempFlow-GRPO 1 hpsv21 + 1 clip_score" in both
+    assert "DanceGRPO, BranchGRPO, TempFlow-GRPO: no released code trains this setting" in both
     for s in ("hps", "hps_clip"):  # Table 1's six methods, each with its compute
         rows = {line.split("|")[1].strip(): line for line in (res / "tables" / f"table1_{s}.md").read_text().splitlines()
                 if line.startswith("|")}
