@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     raw: dict = {}
     for path in args.config:
         raw = deep_merge(raw, read_yaml(path) or {})
-    exp = Experiment(raw) if "training" in raw else None
+    exp = Experiment.load(raw) if "training" in raw else None
     names = args.methods or (exp.methods if exp else list(registry()))
     print(f"{'method':14s} {'prompts':>7s} {'iters':>5s} {'sampling':>9s} {'training':>9s} {'passes':>8s} "
           f"{'per prompt':>10s} {'pairs':>6s} {'updates':>7s} {'images':>6s} {'run passes':>11s}")
