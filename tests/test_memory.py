@@ -121,7 +121,7 @@ def test_each_methods_forward_shapes_from_its_plan():
 
     raw = yaml.safe_load((Path(__file__).parents[1] / "config" / "flux.yaml").read_text())
     raw["inputs"]["model"] = "/nonexistent/FLUX.1-dev"
-    exp = Experiment(raw)
+    exp = Experiment.load(raw)
     shapes = {m: forward_shapes(exp.run_config("hps", m), 8) for m in exp.methods}
     assert {m: s.training_batch for m, s in shapes.items()} == {
         "egrpo": 1, "g2rpo": 2, "dancegrpo": 8, "mixgrpo": 12, "tempflow": 12, "branchgrpo": 4}
