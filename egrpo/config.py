@@ -5,6 +5,10 @@ resolved, with a one-line error naming the key, before any model loads.
 A config file holds shared sections (model, train, optim, rewards) and per-method overlays under
 `methods.<name>`, deep-merged over the shared part; `--set a.b=value` overrides are applied last.
 The method section is validated by the method's own config class (`egrpo.methods` registry).
+
+The path rule, for every config and spec (a run config, the Snakemake config, an evaluation protocol,
+a `--set` override): a relative path is relative to the working directory of the command that reads
+it (a Snakemake job's is Snakemake's --directory), never to the file that holds it; nothing is guessed.
 """
 
 from __future__ import annotations
@@ -13,22 +17,17 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .methods import MethodConfig, method_spec, registry
-from .rewards import RewardName
+from .rewards import RewardName, check_options
+from .strict import FLOAT32_MAX, Strict, key_error
 
 MAX_SEQUENCE_LENGTH = 512  # T5 tokens of a FLUX.1-dev prompt (diffusers' FluxPipeline default)
-
-
-class Strict(BaseModel):
-    """Every spec's base: unknown keys are errors, and a validated spec cannot change."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ModelConfig(Strict):
@@ -55,11 +54,25 @@ class OptimConfig(Strict):
 
     lr: float = Field(1e-5, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
     grad_clip: float = Field(1.0, gt=0)
     clip_range: float = Field(1e-4, gt=0, description="PPO clip epsilon (1e-4 in all reference code)")
     adv_clip: float = Field(5.0, gt=0, description="the summed advantage is clamped to +-adv_clip")
+
+    @model_validator(mode="after")
+    def _float32_steps(self):
+        """AdamW computes in float32: its first step moves a weight by up to lr / (1 - beta1) (bias
+        correction) and decays it by lr * weight_decay; either past float32's range is an overflow
+        in the first step, after the model has loaded."""
+        step = self.lr / (1 - self.betas[0])
+        if step > FLOAT32_MAX:
+            raise key_error(("lr",), f"overflows float32 in AdamW's first step (lr / (1 - betas[0]) = {step:.3g} > "
+                            f"{FLOAT32_MAX:.3g})", self.lr)
+        if self.lr * self.weight_decay > FLOAT32_MAX:
+            raise key_error(("weight_decay",), f"lr * weight_decay = {self.lr * self.weight_decay:.3g} overflows "
+                            "float32", self.weight_decay)
+        return self
 
 
 class RewardChoice(Strict):
@@ -134,6 +147,18 @@ class RewardsConfig(RewardChoice):
     @model_validator(mode="after")
     def _normalisable(self):
         self.weight_map()
+        return self
+
+    @model_validator(mode="after")
+    def _options(self):
+        """Options only of the rewards trained on, every one's checked against its reward's options model
+        (the weight paths it needs present)."""
+        for name, options in self.options.items():
+            if name not in self.names:
+                raise key_error(("options", name), f"not one of the rewards trained on ({', '.join(self.names)})",
+                                options, "missing")
+        for name in self.names:
+            check_options(name, self.options.get(name, {}), ("options", name))
         return self
 
 
@@ -357,10 +382,10 @@ def config_error(e: ValidationError, prefix: str = "") -> ConfigError:
     """The first error as one line naming the key; an unknown key before anything it leaves missing (a
     misspelt key is both), with the closest known key."""
     errors = e.errors()
-    err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
+    err = next((x for x in errors if x["type"] in ("extra_forbidden", "extra_option")), errors[0])
     loc = prefix + key_path(err["loc"])
     msg = err["msg"].removeprefix("Value error, ").removeprefix("config error: ")
-    shown = err["type"] == "missing" or isinstance(err["input"], dict) or repr(err["input"]) in msg
+    shown = err["type"] in ("missing", "extra_option") or isinstance(err.get("input"), dict) or repr(err.get("input")) in msg
     got = "" if shown else f" (got {err['input']!r})"
     if err["type"] == "extra_forbidden":
         got, msg = "", "unknown key" + _closest(err["loc"][-1], [x["loc"][-1] for x in errors if x["type"] == "missing"])
@@ -378,7 +403,7 @@ def load_spec(model: type[BaseModel], path: str | Path | None = None, overrides:
               what: str = "spec file"):
     """A job's spec: a YAML/JSON file (optional where every key has a default) plus `--set` overrides,
     validated by `model`; a one-line ConfigError naming the file or the key. Relative paths in a spec
-    are relative to the working directory (the DAG writes them so; nothing is guessed)."""
+    are relative to the working directory (the path rule, above)."""
     raw = {} if path is None else read_yaml(path, what)
     if raw is None:
         raw = {}
@@ -391,11 +416,11 @@ def load_spec(model: type[BaseModel], path: str | Path | None = None, overrides:
         raise config_error(e) from None
 
 
-def resolve(raw: dict, method: str | None = None, seed: int | None = None, overrides: list[str] | None = None,
-            base_dir: Path | None = None) -> Config:
+def resolve(raw: dict, method: str | None = None, seed: int | None = None, overrides: list[str] | None = None) -> Config:
     """Merge shared sections, the method overlay and overrides; validate; return a frozen Config.
 
-    `method` may be omitted when the config names it (`method.name`, as a resolved config does)."""
+    `method` may be omitted when the config names it (`method.name`, as a resolved config does).
+    Paths are kept as written: a relative one is relative to the working directory (the path rule)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"config error: a run config is a mapping of sections, got {type(raw).__name__}")
     raw = dict(raw)
@@ -418,11 +443,6 @@ def resolve(raw: dict, method: str | None = None, seed: int | None = None, overr
     for section in ("model", "train", "optim", "rewards", "method", "determinism"):
         if section in merged and not isinstance(merged[section], dict):
             raise ConfigError(f"config error: {section}: must be a section of keys, got {merged[section]!r}")
-    if base_dir is not None:  # relative paths in a config file are relative to the file
-        for section, key in (("model", "path"), ("train", "prompts")):
-            val = merged.get(section, {}).get(key)
-            if isinstance(val, str) and not Path(val).is_absolute() and (base_dir / val).exists():
-                merged[section][key] = str(base_dir / val)
     try:
         m = method_spec(method).config.model_validate(merged["method"])
     except ValidationError as e:
@@ -434,13 +454,13 @@ def resolve(raw: dict, method: str | None = None, seed: int | None = None, overr
 
 
 def read_yaml(path: str | Path, what: str = "config file") -> Any:
-    """A YAML file's content; a one-line ConfigError naming the file for a missing, unreadable or
-    malformed one."""
+    """A YAML (or JSON) file's content, read as YAML 1.2 (yes/no/on/off stay strings); a one-line
+    ConfigError naming the file for a missing, unreadable or malformed one."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what} {path} does not exist")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_Yaml12Loader)
     except UnicodeDecodeError:
         raise ConfigError(f"{what} {path} is not UTF-8 text") from None
     except yaml.YAMLError as e:
@@ -450,7 +470,8 @@ def read_yaml(path: str | Path, what: str = "config file") -> Any:
 def load_config(path: str | Path, method: str | None = None, seed: int | None = None,
                 overrides: list[str] | None = None, section: str | None = None) -> Config:
     """Load a run config from a YAML/JSON file (or from its top-level key `section`, e.g. the Snakemake
-    config's `training` block)."""
+    config's `training` block). Relative paths in it are relative to the working directory, not to
+    the file (the path rule, above)."""
     path = Path(path)
     raw = read_yaml(path) or {}
     if section is not None:
@@ -459,4 +480,4 @@ def load_config(path: str | Path, method: str | None = None, seed: int | None = 
         raw = raw[section]
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path}: a run config is a mapping of sections, got {type(raw).__name__}")
-    return resolve(raw, method, seed, overrides, base_dir=path.parent)
+    return resolve(raw, method, seed, overrides)

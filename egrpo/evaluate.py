@@ -22,8 +22,9 @@ import torch
 from pydantic import Field, model_validator
 
 from .config import MAX_SEQUENCE_LENGTH, DeterminismConfig, Strict
+from .errors import NonFiniteRewardError
 from .flux import FluxBackbone
-from .rewards import Reward, RewardName, missing_options, score
+from .rewards import Reward, RewardName, check_options, score
 from .sampler import initial_noise, make_transitions, sample
 from .schedule import shifted_sigmas
 from .seeding import derive_seed, generator
@@ -50,15 +51,15 @@ class EvalSpec(Strict):
 
 
 class Metric(Strict):
-    """A metric: a registered reward and its options (its weight paths)."""
+    """A metric: a registered reward and its options (its weight paths), checked against the reward's
+    options model."""
 
     reward: RewardName
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _options(self):
-        for key in missing_options(self.reward, self.options):
-            raise ValueError(f"reward {self.reward!r} needs options.{key}")
+        check_options(self.reward, self.options, ("options",))
         return self
 
 
@@ -80,7 +81,7 @@ class ProtocolSettings(Strict):
 
 class Protocol(ProtocolSettings):
     """An evaluation protocol: the file `egrpo evaluate`, `egrpo render` and `egrpo train --evaluate`
-    read (the DAG writes results/configs/eval.json). Relative paths are relative to the working directory."""
+    read (the DAG writes results/configs/eval/<hash>.json). Relative paths are relative to the working directory."""
 
     prompts: str = Field(description="the test prompt file")
     limit: PromptLimit = Field(None, description="the first N prompts only (null: all)")
@@ -152,11 +153,21 @@ def generate(backbone: FluxBackbone, prompts: Sequence[str], indices: Sequence[i
     return torch.cat(out)
 
 
-def score_images(images: torch.Tensor, prompts: Sequence[str], metrics: dict[str, Reward], batch: int = 64) -> dict[str, np.ndarray]:
-    """Every metric on every image, in batches; a failing metric raises."""
+def score_images(images: torch.Tensor, prompts: Sequence[str], metrics: dict[str, Reward], batch: int = 64,
+                 indices: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    """Every metric on every image, in batches; a failing metric raises, a non-finite score naming the
+    metric and the prompts (`indices`: the images' prompt indices, for the message)."""
+    indices = list(range(len(images))) if indices is None else list(indices)
     out = {}
     for name, fn in metrics.items():
-        parts = [score(fn, name, images[k:k + batch], prompts[k:k + batch]) for k in range(0, len(images), batch)]
+        parts = []
+        for k in range(0, len(images), batch):
+            try:
+                parts.append(score(fn, name, images[k:k + batch], prompts[k:k + batch]))
+            except NonFiniteRewardError as e:
+                bad = [indices[k + i] for i in getattr(e, "samples", [])]
+                raise NonFiniteRewardError(f"metric {name!r} scored test prompts {bad[:10]} as NaN or infinite; "
+                                           "no result was written") from None
         out[name] = torch.cat(parts).numpy()
     return out
 
@@ -172,7 +183,7 @@ def evaluate(backbone: FluxBackbone, prompts: Sequence[str], metrics: dict[str, 
     frames = []
     for j in range(spec.samples):
         images = generate(backbone, prompts, indices, spec, sample_index=j)
-        scores = score_images(images, scored, metrics)
+        scores = score_images(images, scored, metrics, indices=indices)
         if image_dir is not None:
             save_images(images, [image_name(k, j) for k in indices], image_dir)
         df = pd.DataFrame({"prompt_index": indices, "sample": j, "prompt": texts,

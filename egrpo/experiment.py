@@ -24,7 +24,7 @@ from .errors import ConfigError
 from .evaluate import Metric, PromptLimit, Protocol, ProtocolSettings
 from .methods import Axis, MethodName, method_spec
 from .plans import EGRPOMethod
-from .rewards import RewardName, missing_options, reward_spec
+from .rewards import RewardName, check_options, missing_options, reward_spec
 from .variance import VarianceSettings, VarianceSpec
 from .world.spec import WorldSpec
 
@@ -100,11 +100,13 @@ class Inputs(Strict):
     @field_validator("rewards")
     @classmethod
     def _registered(cls, rewards: dict) -> dict:
-        for name in rewards:
+        """Registered rewards only, each with the options its model declares."""
+        for name, options in rewards.items():
             reward_spec(name, f"inputs.rewards.{name}")
             if "precision" in (rewards[name] or {}):
                 raise ValueError(f"{name}.precision: the precision is set by training.rewards.precision (training "
                                  "rewards) and eval.precision (the metrics); remove it here")
+            check_options(name, options or {}, (name,))
         return rewards
 
 
@@ -126,7 +128,7 @@ class Ablations(Strict):
 
 
 class EvalSection(ProtocolSettings):
-    """The evaluation protocol of every run and of the base model (results/configs/eval.json)."""
+    """The evaluation protocol of every run and of the base model (results/configs/eval/, a file named by its content)."""
 
     test_limit: PromptLimit = Field(None, description="the first N test prompts only (null: all)")
     with_training: bool = Field(False, description="evaluate each run inside its train job (one process start "

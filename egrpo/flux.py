@@ -81,6 +81,31 @@ def check_flux_dir(path: str | Path, hint: str = FLUX_DEV_HINT) -> Path:
     return path
 
 
+def image_multiple(path: str | Path) -> int | None:
+    """What an image side must be a multiple of for the Flux-format model at `path`, read from its VAE's
+    config before anything loads: the VAE downsamples by 2^(blocks - 1) (8 for FLUX.1-dev) and FLUX
+    packs 2x2 latent patches into a token, so FluxPipeline's vae_scale_factor * 2 (16 for FLUX.1-dev;
+    FluxPipeline itself would silently resize any other size). None when the config cannot be read
+    (the loader then names the problem)."""
+    try:
+        blocks = json.loads((Path(path) / "vae" / "config.json").read_text())["block_out_channels"]
+        return 2 ** (len(blocks) - 1) * 2
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_image_size(path: str | Path, height: int, width: int, key: str) -> None:
+    """A ConfigError naming `key`.height or .width when the model at `path` cannot make that image size."""
+    from .errors import ConfigError
+
+    m = image_multiple(path)
+    for name, side in (("height", height), ("width", width)):
+        if m and side % m:
+            raise ConfigError(f"{key}.{name}: {side} px is not a multiple of {m}, which the model {path} needs (its "
+                              f"VAE downsamples by {m // 2}, FLUX packs 2x2 latent patches): use {max(m, side // m * m)} "
+                              f"or {side // m * m + m}")
+
+
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
     """'auto' = bf16 on CUDA, fp32 elsewhere."""
     if isinstance(dtype, torch.dtype):

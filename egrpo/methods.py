@@ -13,16 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from .errors import ConfigError
+from .strict import Strict
 
 
-class MethodConfig(BaseModel):
+class MethodConfig(Strict):
     """Fields every method has: schedule (T steps, time shift), group size G, SDE noise level, and
     what one optimizer step covers. Each method's defaults live in its own subclass."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     num_steps: int = Field(16, ge=2)

@@ -2,21 +2,23 @@
 
 A reward is built by a factory `factory(options: dict, device) -> Reward`, and a Reward is called as
 `reward(images [B, 3, H, W] float in [0, 1], prompts: list[str]) -> Tensor [B]` (fp32). Each entry
-declares the option keys it cannot run without (its weight paths) and where those weights come
-from, so a config is checked against the registry before any model loads. This module imports
-nothing heavy: factories are imported on first use. A scorer that fails raises; it never returns a
-default.
+declares its options as a typed model (the keys it cannot run without, its weight paths, are the
+model's required fields) and where those weights come from, and may declare which prompts it can
+score, so a config is checked against the registry before any model loads: a misspelt or mistyped
+option is an error naming the key, never a default silently used. This module imports nothing heavy:
+factories are imported on first use. A scorer that fails raises; it never returns a default.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Protocol, Sequence
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field, ValidationError
 
 from ..errors import ConfigError, NonFiniteRewardError, WeightsMissingError
+from ..strict import Strict, key_error, relocate
 
 if TYPE_CHECKING:
     import torch
@@ -26,20 +28,61 @@ class Reward(Protocol):
     def __call__(self, images: "torch.Tensor", prompts: Sequence[str]) -> "torch.Tensor": ...
 
 
+# ---- options: one typed model per kind of reward ------------------------------------------------
+class NoOptions(Strict):
+    """A reward without options (any key is an error)."""
+
+
+class HpsOptions(Strict):
+    checkpoint: str = Field(description="HPS_v2.1_compressed.pt")
+    model: str = Field("ViT-H-14", description="an open_clip model name, or a model-config JSON")
+
+
+class ClipOptions(Strict):
+    checkpoint: str = Field(description="the open_clip model directory (or a weights file with `model`)")
+    model: str | None = Field(None, description="an open_clip model name or config JSON (beside a weights file)")
+
+
+class PickScoreOptions(Strict):
+    model_dir: str = Field(description="PickScore_v1 (save_pretrained directory)")
+    processor_dir: str = Field(description="the CLIP-ViT-H-14 processor directory")
+
+
+class ImageRewardOptions(Strict):
+    checkpoint: str = Field(description="ImageReward.pt")
+    med_config: str = Field(description="med_config.json")
+    tokenizer_dir: str = Field(description="a bert-base-uncased tokenizer directory")
+
+
+class CriticOptions(Strict):
+    critic: str = Field(description="the world's critic.pt")
+
+
+class ChannelOptions(Strict):
+    channel: int = Field(0, ge=0, le=2, description="the colour channel rewarded: 0 red, 1 green, 2 blue")
+
+
 @dataclass(frozen=True)
 class RewardSpec:
-    """A registered reward: its factory (a callable, or "module:function" imported on first build),
-    the option keys it requires and where their files come from."""
+    """A registered reward: its factory (a callable, or "module:function" imported on first build), its
+    options' model, where their files come from, and (optionally) a check of the prompts it can score
+    ("module:function" raising ValueError naming the first prompt it cannot)."""
 
     name: str
     factory: Callable | str
-    needs: tuple[str, ...] = ()
+    options: type[Strict] = NoOptions
     source: str = ""
     label: str = ""  # how tables and figures name it
+    prompts: Callable | str | None = None
 
     @property
     def title(self) -> str:
         return self.label or self.name
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The option keys it cannot run without (its options' required fields)."""
+        return tuple(k for k, f in self.options.model_fields.items() if f.is_required())
 
 
 HPS_SOURCE = ("HPS_v2.1_compressed.pt from the Hugging Face repo xswu/HPSv2 (a dict with 'state_dict' for "
@@ -56,29 +99,33 @@ IR_SOURCE = ("ImageReward.pt and med_config.json from the Hugging Face repo THUD
 REWARDS: dict[str, RewardSpec] = {}
 
 
-def register(name: str, factory: Callable | str | None = None, *, needs: Sequence[str] = (), source: str = "",
-             label: str = ""):
+def register(name: str, factory: Callable | str | None = None, *, options: type[Strict] = NoOptions, source: str = "",
+             label: str = "", prompts: Callable | str | None = None):
     """Add a reward to the registry; without `factory`, a decorator of the factory."""
     if factory is None:
-        return lambda f: register(name, f, needs=needs, source=source, label=label) and f
-    REWARDS[name] = RewardSpec(name, factory, tuple(needs), source, label)
+        return lambda f: register(name, f, options=options, source=source, label=label, prompts=prompts) and f
+    REWARDS[name] = RewardSpec(name, factory, options, source, label, prompts)
     return REWARDS[name]
 
 
+WORLD_CAPTIONS = "egrpo.world.shapes:check_captions"  # the world's scorers read colour, shape and position off the prompt
+
 for _spec in (
-    RewardSpec("hpsv21", "egrpo.rewards.real:hps_v21", ("checkpoint",), HPS_SOURCE, "HPS v2.1"),
-    RewardSpec("hpsv20", "egrpo.rewards.real:hps_v20", ("checkpoint",), HPS20_SOURCE, "HPS v2.0"),
-    RewardSpec("clip_score", "egrpo.rewards.real:clip_score", ("checkpoint",), CLIP_SOURCE, "CLIP score"),
-    RewardSpec("pickscore", "egrpo.rewards.real:pickscore", ("model_dir", "processor_dir"), PICK_SOURCE, "PickScore"),
-    RewardSpec("imagereward", "egrpo.rewards.imagereward:imagereward", ("checkpoint", "med_config", "tokenizer_dir"),
-               IR_SOURCE, "ImageReward"),
-    RewardSpec("world_preference", "egrpo.rewards.world:preference", label="preference score (world)"),
-    RewardSpec("world_alignment", "egrpo.rewards.world:alignment", label="alignment score (world)"),
-    RewardSpec("world_realism", "egrpo.rewards.world:realism", label="realism score (world)"),
-    RewardSpec("world_fidelity", "egrpo.rewards.world:fidelity", ("critic",),
-               "the world's critic.pt, written by `egrpo world build` (rule world_build)", "fidelity critic (world)"),
+    RewardSpec("hpsv21", "egrpo.rewards.real:hps_v21", HpsOptions, HPS_SOURCE, "HPS v2.1"),
+    RewardSpec("hpsv20", "egrpo.rewards.real:hps_v20", HpsOptions, HPS20_SOURCE, "HPS v2.0"),
+    RewardSpec("clip_score", "egrpo.rewards.real:clip_score", ClipOptions, CLIP_SOURCE, "CLIP score"),
+    RewardSpec("pickscore", "egrpo.rewards.real:pickscore", PickScoreOptions, PICK_SOURCE, "PickScore"),
+    RewardSpec("imagereward", "egrpo.rewards.imagereward:imagereward", ImageRewardOptions, IR_SOURCE, "ImageReward"),
+    RewardSpec("world_preference", "egrpo.rewards.world:preference", label="preference score (world)",
+               prompts=WORLD_CAPTIONS),
+    RewardSpec("world_alignment", "egrpo.rewards.world:alignment", label="alignment score (world)",
+               prompts=WORLD_CAPTIONS),
+    RewardSpec("world_realism", "egrpo.rewards.world:realism", label="realism score (world)", prompts=WORLD_CAPTIONS),
+    RewardSpec("world_fidelity", "egrpo.rewards.world:fidelity", CriticOptions,
+               "the world's critic.pt, written by `egrpo world build` (rule world_build)", "fidelity critic (world)",
+               WORLD_CAPTIONS),
     RewardSpec("brightness", "egrpo.rewards.simple:brightness", label="mean brightness"),
-    RewardSpec("channel", "egrpo.rewards.simple:channel", label="colour channel excess"),
+    RewardSpec("channel", "egrpo.rewards.simple:channel", ChannelOptions, label="colour channel excess"),
 ):
     REWARDS[_spec.name] = _spec
 
@@ -105,6 +152,50 @@ def missing_options(name: str, options: dict | None) -> list[str]:
     return [k for k in reward_spec(name).needs if not (options or {}).get(k)]
 
 
+def check_options(name: str, options: Any, loc: tuple = (), required: bool = True) -> dict:
+    """Reward `name`'s options checked against its options model, for a spec's validator: an unknown
+    key (with the closest option), a wrong type or (`required`) a missing required key raises an error
+    located at `loc` + the key (pydantic prefixes the validator's own location). Returns the options as
+    given (defaults are the factory's to apply: a run config records what the user wrote)."""
+    import difflib
+
+    spec = REWARDS[name]
+    if not isinstance(options, dict):
+        raise key_error(loc, f"the options of reward {name!r}: a mapping of keys", options)
+    fields = list(spec.options.model_fields)
+    for key in options:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"did you mean {close[0]}?" if close else \
+                f"its options: {', '.join(fields)}" if fields else "it takes none"
+            raise key_error(loc + (key,), f"not an option of reward {name!r} ({hint})", options[key], "extra_option")
+    missing = missing_options(name, options)
+    for key in missing if required else ():
+        raise key_error(loc + (key,), f"required by reward {name!r} ({spec.source})", None, "missing")
+    try:
+        spec.options.model_validate({**dict.fromkeys(missing, ""), **options})
+    except ValidationError as e:
+        raise relocate(e, loc) from None
+    return options
+
+
+def check_prompts(names: Sequence[str], prompts: Sequence[str], key: str) -> None:
+    """Every prompt scorable by every reward of `names` (a reward that reads its prompts, as the world's
+    scorers read a caption, declares which it can score): a one-line ConfigError naming `key`, the
+    prompt and the reward, before any model loads."""
+    for name in dict.fromkeys(names):
+        check = reward_spec(name, "reward").prompts
+        if check is None:
+            continue
+        if isinstance(check, str):
+            module, attr = check.split(":")
+            check = getattr(importlib.import_module(module), attr)
+        try:
+            check(prompts)
+        except ValueError as e:
+            raise ConfigError(f"{key}: {e}, which reward {name!r} cannot score") from None
+
+
 def option_key(reward: str, key: str) -> str:
     """Where a user sets a reward option: the Snakemake config's inputs, or a run config's options."""
     return f"inputs.rewards.{reward}.{key} (a run config: rewards.options.{reward}.{key})"
@@ -124,9 +215,17 @@ def require(options: dict, key: str, reward: str) -> str:
 
 
 def build_reward(name: str, options: dict | None = None, device="cpu") -> Reward:
+    """Reward `name` built from its options (checked against its options model) and `precision` (the
+    run's rewards.precision or the protocol's: fp32, amp or bf16, which a reward without a model ignores)."""
     import torch
 
     spec = reward_spec(name, "reward")
+    try:  # a missing weight path is the factory's to name, with where the weights come from
+        check_options(name, {k: v for k, v in (options or {}).items() if k != "precision"}, required=False)
+    except ValidationError as e:
+        from ..config import config_error
+
+        raise config_error(e, f"reward {name} options: ") from None
     factory = spec.factory
     if isinstance(factory, str):
         module, attr = factory.split(":")
@@ -151,5 +250,7 @@ def score(reward: Reward, name: str, images: "torch.Tensor", prompts: Sequence[s
     out = torch.cat(parts) if parts else torch.zeros(0)
     if not torch.isfinite(out).all():
         bad = [k for k in range(len(out)) if not torch.isfinite(out[k])]
-        raise NonFiniteRewardError(f"reward {name!r} returned non-finite values for samples {bad}")
+        error = NonFiniteRewardError(f"reward {name!r} returned non-finite values for samples {bad}")
+        error.samples = bad
+        raise error
     return out

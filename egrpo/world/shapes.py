@@ -58,6 +58,16 @@ def parse_caption(text: str) -> Caption:
     return cap
 
 
+def check_captions(prompts) -> None:
+    """Every prompt a caption of the world (what its scorers read); ValueError naming the first that is not."""
+    for k, text in enumerate(prompts):
+        try:
+            parse_caption(text)
+        except ValueError:
+            raise ValueError(f"prompt {k} {text!r} is not a caption of the shapes world ('a <colour> <shape> at "
+                             f"the <top|bottom> <left|right>')") from None
+
+
 def quadrant_center(position: str, size: int) -> tuple[float, float]:
     """(row, col) centre of a quadrant in pixels."""
     v, h = position.split()
