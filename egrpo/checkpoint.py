@@ -14,7 +14,10 @@ diffusion_pytorch_model.safetensors), which `FluxTransformer2DModel.from_pretrai
 final/trainable.safetensors is the same file (a hard link: no second copy on disk). A LoRA run's
 trainable.safetensors holds its adapters. final/meta.json names the base model (for the VAE, text
 encoders and a LoRA's frozen base) by a path relative to final/ and by its absolute path, so that a
-results folder moved together with the base model still loads.
+results folder moved together with the base model still loads. meta.json also pins the export and
+the base model by content (the sha256 of every file evaluation loads, and egrpo.digest's digest of
+the base model): evaluation checks both before it loads anything, so a replaced weights file or base
+model is an error naming both, never a silently wrong score.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pathlib import Path
 import torch
 
 from . import distributed as dist
+from .digest import file_digest, model_difference, model_digest
 from .errors import InputError, WeightsMissingError
 
 META = "meta.json"
@@ -230,48 +234,72 @@ def _save(weights: dict, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def export_trained(out_dir: Path, weights: dict, base_path: str, lora: dict | None, config: dict | None = None) -> dict:
+def export_trained(out_dir: Path, weights: dict, base_path: str, lora: dict | None, config: dict | None = None,
+                   base_digest: dict | None = None) -> dict:
     """Write the run's trained weights into final/: a full fine-tune as the diffusers directory
     final/transformer/ (`config`, the transformer's config, and the weights) with trainable.safetensors
     a hard link to its weights file; a LoRA's adapters as trainable.safetensors. Then copies of log.jsonl
     and provenance.json, and final/meta.json last (so it marks a complete export): the base model's
-    path relative to final/ and absolute, the LoRA spec or null, the weights' sha256. Returns the
-    size written and the seconds the write and the checksum took."""
+    path relative to final/ and absolute, its content digest (egrpo.digest), the LoRA spec or null, the
+    sha256 of the weights and of every file evaluation loads. A full disk at any step is one line naming
+    the file. Returns the size written and the seconds the write and the checksum took."""
     t0 = time.perf_counter()
     final = Path(out_dir) / "final"
-    final.mkdir(parents=True, exist_ok=True)
     target = final / "trainable.safetensors"
-    if lora is None:
-        if config is None:
-            raise ValueError("a full fine-tune's export needs the transformer's config")
-        from diffusers import FluxTransformer2DModel
+    writing = final
+    try:
+        final.mkdir(parents=True, exist_ok=True)
+        if lora is None:
+            if config is None:
+                raise ValueError("a full fine-tune's export needs the transformer's config")
+            from diffusers import FluxTransformer2DModel
 
-        folder = final / TRANSFORMER
-        folder.mkdir(exist_ok=True)
-        with torch.device("meta"):  # diffusers writes its own config.json (class name, version)
-            FluxTransformer2DModel.from_config({k: v for k, v in config.items() if not k.startswith("_")}) \
-                .save_config(folder)
-        _save(weights, folder / WEIGHTS)
-        target.unlink(missing_ok=True)
-        try:
-            os.link(folder / WEIGHTS, target)
-        except OSError:  # a filesystem without hard links
-            shutil.copyfile(folder / WEIGHTS, target)
-    else:
-        shutil.rmtree(final / TRANSFORMER, ignore_errors=True)
-        _save(weights, target)
-    t1 = time.perf_counter()
-    for name in ("log.jsonl", "provenance.json"):
-        if (Path(out_dir) / name).is_file():
-            shutil.copyfile(Path(out_dir) / name, final / name)
-    base = Path(base_path).resolve()
-    meta = {"base": str(base), "base_relative": os.path.relpath(base, final.resolve()), "lora": lora,
-            "dtype": ",".join(sorted({str(v.dtype).removeprefix("torch.") for v in weights.values() if v.is_floating_point()})),
-            "format": "lora adapters" if lora else f"diffusers FluxTransformer2DModel in {TRANSFORMER}/",
-            "weights_sha256": _sha256(target)}
-    (final / META).write_text(json.dumps(meta, indent=2))
+            folder = final / TRANSFORMER
+            writing = folder / "config.json"
+            folder.mkdir(exist_ok=True)
+            with torch.device("meta"):  # diffusers writes its own config.json (class name, version)
+                FluxTransformer2DModel.from_config({k: v for k, v in config.items() if not k.startswith("_")}) \
+                    .save_config(folder)
+            _save(weights, folder / WEIGHTS)
+            writing = target
+            target.unlink(missing_ok=True)
+            try:
+                os.link(folder / WEIGHTS, target)
+            except OSError:  # a filesystem without hard links
+                shutil.copyfile(folder / WEIGHTS, target)
+        else:
+            shutil.rmtree(final / TRANSFORMER, ignore_errors=True)
+            _save(weights, target)
+        t1 = time.perf_counter()
+        for name in ("log.jsonl", "provenance.json"):
+            if (Path(out_dir) / name).is_file():
+                writing = final / name
+                shutil.copyfile(Path(out_dir) / name, writing)
+        base = Path(base_path).resolve()
+        meta = {"base": str(base), "base_relative": os.path.relpath(base, final.resolve()), "base_digest": base_digest,
+                "lora": lora, "dtype": ",".join(sorted({str(v.dtype).removeprefix("torch.") for v in weights.values()
+                                                         if v.is_floating_point()})),
+                "format": "lora adapters" if lora else f"diffusers FluxTransformer2DModel in {TRANSFORMER}/",
+                "weights_sha256": file_digest(target), "files": {name: file_digest(final / name) for name in
+                                                                 _export_files(final, lora)}}
+        writing = final / META
+        tmp = writing.with_name(META + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=2))
+        os.replace(tmp, writing)
+    except Exception as e:  # noqa: BLE001
+        error = disk_error(e, writing)
+        if error is None:
+            raise
+        raise error from None
     return {"bytes": target.stat().st_size, "write_s": round(t1 - t0, 3),
             "checksum_s": round(time.perf_counter() - t1, 3)}
+
+
+def _export_files(final: Path, lora: dict | None) -> list[str]:
+    """The files of an export that evaluation loads (relative to final/)."""
+    if lora:
+        return ["trainable.safetensors"]
+    return ["trainable.safetensors", f"{TRANSFORMER}/config.json", f"{TRANSFORMER}/{WEIGHTS}"]
 
 
 def base_model(final_dir: Path, meta: dict) -> Path:
@@ -284,13 +312,12 @@ def base_model(final_dir: Path, meta: dict) -> Path:
     return where  # when missing, FluxBackbone's loader names it and says how to obtain it
 
 
-def load_trained(final_dir: str | Path, *, device="cpu", dtype="auto", base: str | Path | None = None, **kw):
-    """A FluxBackbone with a run's trained weights (full fine-tune or LoRA) on its base model's other
-    components; `base` overrides the base model's location."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from .flux import FluxBackbone, resolve_dtype
+def check_export(final_dir: str | Path, base: str | Path | None = None) -> tuple[dict, Path]:
+    """A finished run's export, checked by content before anything loads: every file evaluation loads
+    has the sha256 recorded at export, and the base model (`base`, else where meta.json finds it) has
+    the content the run trained on (its digest, wherever it now is). Returns (meta.json, the base
+    model's path); a one-line InputError naming both sides of the first mismatch."""
+    from .flux import check_flux_dir
 
     final_dir = Path(final_dir)
     meta_path = final_dir / META
@@ -299,12 +326,46 @@ def load_trained(final_dir: str | Path, *, device="cpu", dtype="auto", base: str
     try:
         meta = json.loads(meta_path.read_text())
         base = Path(base) if base is not None else base_model(final_dir, meta)
-    except (ValueError, KeyError, TypeError) as e:
+        files = meta.get("files") or {"trainable.safetensors": meta["weights_sha256"]}
+        recorded_base = meta.get("base_digest")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise InputError(f"{meta_path} is corrupt ({e}); retrain the run") from None
+    for name, recorded in files.items():
+        path = final_dir / name
+        if not path.is_file():
+            raise InputError(f"{path} is missing (recorded in {meta_path}); restore it or retrain the run")
+        actual = file_digest(path)
+        if actual != recorded:
+            raise InputError(f"{path} is not the run's export: its sha256 is {actual[:12]}, {meta_path} records "
+                             f"{str(recorded)[:12]} (the file was replaced or damaged); restore it or retrain the run")
+    if not recorded_base:
+        raise InputError(f"{meta_path} records no digest of the base model (an export of an older version); "
+                         "retrain the run")
+    check_flux_dir(base)
+    now = model_digest(base)
+    if now["sha256"] != recorded_base.get("sha256"):
+        raise InputError(f"base model {base} is not the one {final_dir.parent} was trained on: "
+                         f"{model_difference(recorded_base, now)} (digest {now['sha256'][:12]}, recorded "
+                         f"{str(recorded_base.get('sha256'))[:12]} in {meta_path}); restore that base model or retrain")
+    return meta, base
+
+
+def load_trained(final_dir: str | Path, *, device="cpu", dtype="auto", base: str | Path | None = None, **kw):
+    """A FluxBackbone with a run's trained weights (full fine-tune or LoRA) on its base model's other
+    components, after check_export; `base` overrides the base model's location. Every tensor the run
+    trained must be in the export (none silently keeps the base's weights)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .flux import FluxBackbone, resolve_dtype
+
+    final_dir = Path(final_dir)
+    meta, base = check_export(final_dir, base)
     folder = final_dir / TRANSFORMER
     if not meta["lora"] and (folder / "config.json").is_file():  # a diffusers directory: load it on its own
         from diffusers import FluxTransformer2DModel
 
+        _check_keys(folder / WEIGHTS, folder / "config.json", final_dir)
         try:
             transformer = FluxTransformer2DModel.from_pretrained(folder, dtype=resolve_dtype(dtype, torch.device(device)))
         except (OSError, ValueError, RuntimeError, SafetensorError) as e:
@@ -323,10 +384,35 @@ def load_trained(final_dir: str | Path, *, device="cpu", dtype="auto", base: str
         own = backbone.transformer.state_dict()
         extra = sorted(set(sd) - set(own))
         shape = sorted(k for k in set(sd) & set(own) if sd[k].shape != own[k].shape)
-        if extra or shape:
-            raise InputError(f"{final_dir}: trained weights do not fit the base model {base} "
-                             f"(unknown {extra[:3]}, other shapes {shape[:3]})")
-        backbone.transformer.load_state_dict(sd, strict=False)
+        # every tensor the run trained must be there: the LoRA adapters, or all of a full fine-tune's
+        trained = [k for k in own if "lora_" in k] if meta["lora"] else list(own)
+        missing = [k for k in trained if k not in sd]
+        if extra or shape or missing:
+            raise InputError(f"{final_dir}: trained weights do not fit the base model {base} (unknown {extra[:3]}, "
+                             f"other shapes {shape[:3]}, missing {missing[:3]} of {len(missing)})")
+        backbone.transformer.load_state_dict(sd, strict=False)  # strict on the trained keys above; the rest is the base
     backbone.transformer.requires_grad_(False).eval()
     backbone.weights_id = meta.get("weights_sha256", "unknown")[:12]
     return backbone
+
+
+def _check_keys(weights: Path, config: Path, final_dir: Path) -> None:
+    """A diffusers transformer directory holds every tensor its config's model has (diffusers would
+    initialise a missing one at random, with a warning)."""
+    from diffusers import FluxTransformer2DModel
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), "pt") as f:
+            stored = set(f.keys())
+        with torch.device("meta"):
+            cfg = json.loads(config.read_text())
+            own = set(FluxTransformer2DModel.from_config({k: v for k, v in cfg.items() if not k.startswith("_")})
+                      .state_dict())
+    except (OSError, ValueError, SafetensorError) as e:
+        raise InputError(f"{weights.parent}: the trained weights or config.json cannot be read ({e}); "
+                         "retrain the run") from None
+    missing, extra = sorted(own - stored), sorted(stored - own)
+    if missing or extra:
+        raise InputError(f"{final_dir}: trained weights do not fit {config} (missing {missing[:3]} of {len(missing)}, "
+                         f"unknown {extra[:3]}); retrain the run")

@@ -22,12 +22,13 @@ import torch
 from . import checkpoint, determinism, failures
 from . import distributed as dist
 from .config import Config, resume_conflicts
+from .digest import model_difference, model_digest
 from .errors import ConfigError, InputError, NonFiniteRewardError, TrainingError
-from .flux import FluxBackbone
+from .flux import FluxBackbone, check_image_size
 from .memory import PhasePeaks, device_gib, keeps_gathered
 from .methods import build_plan
 from .prompts import load_prompts
-from .rewards import build_reward
+from .rewards import build_reward, check_prompts
 from .rollout import (Prompt, group_advantages_of, merge_units, sample_iteration, score_sample, train_units,
                       unit_loss)
 from .sde import sde_step
@@ -64,6 +65,8 @@ class Trainer:
             torch.backends.cuda.enable_cudnn_sdp(cfg.model.cudnn_attention and not cfg.determinism.gpu)
         self.plan = build_plan(cfg.method)
         self.prompts = load_prompts(cfg.train.prompts, key="train.prompts")
+        check_prompts(cfg.rewards.names, self.prompts, "train.prompts")  # before any model loads
+        check_image_size(cfg.model.path, cfg.model.height, cfg.model.width, "model")
         self._perms: dict[int, torch.Tensor] = {}  # epoch -> the prompt order of that epoch
         m = cfg.model
         sharded = backbone is None and dist.is_distributed() and builds_sharded(cfg.train.parallel, m.lora_rank)
@@ -246,8 +249,15 @@ class Trainer:
         """Load the last checkpoint if any (refusing one of another config) and cut the log to the
         iterations it covers; without one, start a fresh log."""
         meta = checkpoint.read_meta(self.ckpt_dir)
+        # the base model by content (rank 0 records it): a checkpoint of another base is another config's
+        self.base_digest = model_digest(self.cfg.model.path) if self.rank == 0 else None
         if meta is not None:
             conflicts = resume_conflicts(meta["config"], self.cfg.to_dict())
+            if self.rank == 0 and (meta.get("base_digest") or {}).get("sha256") != self.base_digest["sha256"]:
+                conflicts.append(f"model.path's content ({model_difference(meta['base_digest'], self.base_digest)})"
+                                 if meta.get("base_digest") else "model.path's content (not recorded)")
+            conflicts = [c for part in dist.all_gather_dict({self.rank: conflicts}).values() for c in part]
+            conflicts = list(dict.fromkeys(conflicts))
             if conflicts and self.on_config_change == "restart":
                 if self.rank == 0:
                     print(f"{self.ckpt_dir} is a checkpoint of another config (differs in {', '.join(conflicts)}): "
@@ -281,7 +291,7 @@ class Trainer:
                             "the last finite checkpoint is kept", TrainingError)
         stats = checkpoint.save(self.ckpt_dir, self.model, self.optimizer,
                                 {"iteration": iteration, "config": self.cfg.to_dict(), "digest": self.cfg.digest(),
-                                 "world": self.world})
+                                 "world": self.world, "base_digest": self.base_digest})
         self.record_io("checkpoint saved", iteration=iteration, **stats)
 
     def record_io(self, event: str, **stats) -> None:
@@ -331,7 +341,8 @@ class Trainer:
         final, gather_s = self.out / "final", time.perf_counter() - t0
         if self.rank == 0:
             lora = {"rank": m.lora_rank, "alpha": m.lora_alpha or m.lora_rank} if m.lora_rank else None
-            stats = checkpoint.export_trained(self.out, weights, m.path, lora, config=dict(dist.unwrap(self.model).config))
+            stats = checkpoint.export_trained(self.out, weights, m.path, lora, config=dict(dist.unwrap(self.model).config),
+                                             base_digest=self.base_digest)
             self.record_io("exported", gather_s=round(gather_s, 3), **stats)
             final = self.out / "final"
         dist.barrier()

@@ -1,10 +1,13 @@
 import os
+import tempfile
 
 import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# file digests (egrpo.digest) are cached here, not in the user's cache; subprocesses inherit it
+os.environ.setdefault("EGRPO_CACHE", tempfile.mkdtemp(prefix="egrpo-test-cache-"))
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
