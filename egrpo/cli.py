@@ -14,6 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from .errors import ConfigError
+from .runs import writable_dir, writable_file
+
 
 def _given(args, *names: str) -> dict:
     """The options among `names` the command line gave (argparse leaves the others out)."""
@@ -46,7 +49,9 @@ def _entropy(args) -> None:
     from .config import load_spec
     from .figures import EntropySpec, entropy_frame
 
-    df = entropy_frame(load_spec(EntropySpec, getattr(args, "config", None), args.set, "entropy spec"))
+    spec = load_spec(EntropySpec, getattr(args, "config", None), args.set, "entropy spec")
+    writable_file(args.out, "--out")
+    df = entropy_frame(spec)
     _write(args.out, lambda p: df.to_csv(p, index=False, float_format="%.6g"))
 
 
@@ -57,14 +62,22 @@ def _train(args) -> None:
     Paths may hold `{seed}`; with several seeds they must. One process for several seeds pays the
     library imports once, which the default world's short runs notice.
     """
+    import contextlib
+    import os
+
     from .config import load_config, load_spec
     from .evaluate import Protocol
+    from .flux import check_image_size
+    from .runs import RunLock
 
     if "evaluate" in args and "eval_out" not in args:
         raise SystemExit("egrpo train: --evaluate needs --eval-out")
-    # a bad protocol fails before any training, not after the first run
-    protocol = load_spec(Protocol, args.evaluate, what="evaluation protocol") if "evaluate" in args else None
     seeds = getattr(args, "seed", [None])  # None: the config's own seed
+    if len(set(seeds)) < len(seeds):
+        raise ConfigError(f"--seed: {next(s for k, s in enumerate(seeds) if s in seeds[:k])} twice (one run counted "
+                          "as two seeds)")
+    # a bad protocol, prompt set or output path fails before any training, not after the first run
+    protocol = load_spec(Protocol, args.evaluate, what="evaluation protocol") if "evaluate" in args else None
     paths = {flag: getattr(args, name, None) for flag, name in
              (("--out", "out"), ("--eval-out", "eval_out"), ("--eval-images", "eval_images"))}
     shared = [flag for flag, path in paths.items() if path and "{seed}" not in path]
@@ -73,18 +86,29 @@ def _train(args) -> None:
     configs = [load_config(args.config, getattr(args, "method", None), seed, args.set,
                            section=getattr(args, "section", None)) for seed in seeds]
     if protocol is not None and protocol.determinism != configs[0].determinism:
-        from .errors import ConfigError
-
         raise ConfigError(f"egrpo train --evaluate: the protocol's determinism {protocol.determinism.model_dump()} "
                           f"is not the run config's {configs[0].determinism.model_dump()} (one process runs one "
                           "setting)")
+    prompts = _eval_prompts(protocol) if protocol is not None else None
+    runs = []
     for cfg in configs:
         out, eval_out, eval_images = (p.replace("{seed}", str(cfg.seed)) if p else p for p in paths.values())
-        _train_run(cfg, out, "no_progress" not in args, protocol, eval_out, eval_images,
-                   _given(args, "on_config_change"))
+        if protocol is not None:
+            _eval_outputs(eval_out, eval_images)
+            check_image_size(cfg.model.path, protocol.sampler.height, protocol.sampler.width, "sampler")
+        runs.append((cfg, out, eval_out, eval_images))
+    # one writer per run directory: rank 0 locks every run of the job before the first trains, so a
+    # second writer of any of them stops at once, naming this process (and this job, if they are busy)
+    with contextlib.ExitStack() as locks:
+        if int(os.environ.get("RANK", "0")) == 0:
+            for _, out, _, _ in runs:
+                locks.enter_context(RunLock(out))
+        for cfg, out, eval_out, eval_images in runs:
+            _train_run(cfg, out, "no_progress" not in args, protocol, prompts, eval_out, eval_images,
+                       _given(args, "on_config_change"))
 
 
-def _train_run(cfg, out: str, progress: bool, protocol, eval_out: str | None, eval_images: str | None,
+def _train_run(cfg, out: str, progress: bool, protocol, prompts, eval_out: str | None, eval_images: str | None,
                options: dict) -> None:
     """One run, then (with a protocol) its evaluation in the same process; its models are freed on
     return, before the next seed's are loaded."""
@@ -104,7 +128,7 @@ def _train_run(cfg, out: str, progress: bool, protocol, eval_out: str | None, ev
         gc.collect()
         backbone = load_trained(final, device=device, max_sequence_length=protocol.max_sequence_length,
                                 dtype=model_dtype(protocol.sampler, device))
-        _evaluate_backbone(backbone, protocol, eval_out, eval_images)
+        _evaluate_backbone(backbone, protocol, prompts, eval_out, eval_images)
 
 
 def _world_spec(args):
@@ -120,7 +144,7 @@ def _world_build(args) -> None:
 
     spec = _world_spec(args)
     _apply_determinism(spec.determinism)
-    build_world(args.out, spec)
+    build_world(writable_dir(args.out, "--out"), spec)
 
 
 def _world_pretrain(args) -> None:
@@ -129,7 +153,7 @@ def _world_pretrain(args) -> None:
 
     spec = _world_spec(args)
     _apply_determinism(spec.determinism)
-    pretrain(args.out, spec)
+    pretrain(writable_dir(args.out, "--out"), spec)
 
 
 def _world_evidence(args) -> None:
@@ -165,16 +189,35 @@ def _apply_determinism(spec) -> None:
     determinism.apply(spec)
 
 
-def _evaluate_backbone(backbone, protocol, out: str, images: str | None) -> None:
+def _eval_prompts(protocol) -> list[str]:
+    """The protocol's prompts (its first `limit`, which must not exceed them), each scorable by every
+    metric: checked before any model loads."""
+    from .prompts import load_prompts
+    from .rewards import check_prompts
+
+    prompts = load_prompts(protocol.prompts, key="protocol prompts")
+    if protocol.limit is not None and protocol.limit > len(prompts):
+        raise ConfigError(f"limit: {protocol.limit} prompts asked for, {protocol.prompts} holds {len(prompts)}")
+    prompts = prompts[: protocol.limit]
+    check_prompts([m.reward for m in protocol.metrics.values()], prompts, f"protocol prompts ({protocol.prompts})")
+    return prompts
+
+
+def _eval_outputs(out: str, images: str | None) -> None:
+    """The evaluation's CSV (and image folder) can be written: checked before any model loads."""
+    writable_file(out, "--out")
+    if images:
+        writable_dir(images, "--images")
+
+
+def _evaluate_backbone(backbone, protocol, prompts: list[str], out: str, images: str | None) -> None:
     """Sample and score the protocol's prompts (sharded over ranks), write the per-image CSV and,
     on rank 0, its per-metric summary beside it."""
     from . import distributed as dist
     from .evaluate import evaluate, summarise
-    from .prompts import load_prompts
     from .rewards import build_reward
 
     rank, world = dist.init_from_env(backbone.device)
-    prompts = load_prompts(protocol.prompts, key="protocol prompts")[: protocol.limit]
     metrics = {label: build_reward(m.reward, {**m.options, "precision": protocol.precision}, backbone.device)
                for label, m in protocol.metrics.items()}
     df = evaluate(backbone, prompts, metrics, protocol.sampler, rank=rank, world=world, image_dir=images,
@@ -203,6 +246,16 @@ def _evaluate_backbone(backbone, protocol, out: str, images: str | None) -> None
             {"weights": weights, "determinism": protocol.determinism.model_dump(), **record(backbone.device)}, indent=2))
 
 
+def _check_model(model: str | None, run: str | None, sampler) -> None:
+    """Before anything loads: a run's export checked by content (its weights file and its base model
+    are the ones it recorded), and the sampler's image size one the model can make."""
+    from .checkpoint import check_export
+    from .flux import check_image_size
+
+    base = check_export(Path(run) / "final")[1] if run is not None else model
+    check_image_size(base, sampler.height, sampler.width, "sampler")
+
+
 def _load_model(model: str | None, run: str | None, protocol, device):
     """The base model (a Flux-format directory) or a training run's final weights on top of it, in the
     protocol's sampling dtype."""
@@ -223,8 +276,11 @@ def _evaluate(args) -> None:
 
     protocol = load_spec(Protocol, getattr(args, "protocol", None), args.set, "evaluation protocol")
     _apply_determinism(protocol.determinism)
+    prompts = _eval_prompts(protocol)
+    _eval_outputs(args.out, getattr(args, "images", None))
+    _check_model(getattr(args, "model", None), getattr(args, "run", None), protocol.sampler)
     backbone = _load_model(getattr(args, "model", None), getattr(args, "run", None), protocol, _device(args))
-    _evaluate_backbone(backbone, protocol, args.out, getattr(args, "images", None))
+    _evaluate_backbone(backbone, protocol, prompts, args.out, getattr(args, "images", None))
 
 
 def _render(args) -> None:
@@ -241,8 +297,12 @@ def _render(args) -> None:
     bad = [r for r in args.run if "=" not in r]
     if bad:
         raise SystemExit(f"egrpo render: --run takes NAME=RUN_DIR, got {bad[0]!r}")
+    models = [("base", None)] + [tuple(r.split("=", 1)) for r in args.run]
+    for name, run in models:
+        _check_model(args.model, run, protocol.sampler)
+        writable_dir(Path(args.out) / name, "--out")
     device = _device(args)
-    for name, run in [("base", None)] + [tuple(r.split("=", 1)) for r in args.run]:
+    for name, run in models:
         backbone = _load_model(args.model, run, protocol, device)
         images = generate(backbone, prompts, range(len(prompts)), protocol.sampler)
         save_images(images, [f"{k:05d}.png" for k in range(len(prompts))], Path(args.out) / name)
@@ -254,17 +314,24 @@ def _variance(args) -> None:
     """Reward std over G branches of a one-step SDE at each step, unmerged and merged (Fig. 1a), under
     the schedule, noise and merge rule of an E-GRPO run config, at its training resolution."""
     from .config import load_spec
-    from .flux import FluxBackbone
+    from .flux import FluxBackbone, check_image_size
     from .prompts import load_prompts
-    from .rewards import build_reward
+    from .rewards import build_reward, check_prompts
     from .variance import VarianceSpec, reward_spread
 
     spec = load_spec(VarianceSpec, getattr(args, "config", None), args.set, "variance spec")
     _apply_determinism(spec.run.determinism)
-    cfg, m, device = spec.run, spec.run.model, _device(args)
+    cfg, m = spec.run, spec.run.model
+    prompts = load_prompts(spec.prompts, key="variance prompts")
+    if spec.limit > len(prompts):
+        raise ConfigError(f"limit: {spec.limit} prompts asked for, {spec.prompts} holds {len(prompts)}")
+    prompts = prompts[: spec.limit]
+    check_prompts([spec.metric.reward], prompts, f"variance prompts ({spec.prompts})")
+    check_image_size(m.path, m.height, m.width, "run.model")
+    writable_file(args.out, "--out")
+    device = _device(args)
     bb = FluxBackbone.from_pretrained(m.path, device=device, dtype=m.dtype, guidance=m.guidance,
                                       max_sequence_length=m.max_sequence_length, decode_batch=m.decode_batch)
-    prompts = load_prompts(spec.prompts, key="variance prompts")[: spec.limit]
     reward = build_reward(spec.metric.reward, spec.metric.options, device)
     df = reward_spread(bb, prompts, reward, cfg.method, group_size=spec.group_size, height=m.height, width=m.width,
                        max_batch=spec.max_batch or cfg.train.sample_batch, reward_batch=cfg.rewards.batch)
@@ -344,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("world", help="the embedded default world").add_subparsers(dest="world_command", required=True)
     for name, func in (("build", _world_build), ("pretrain", _world_pretrain)):
-        command(w, name, func, "the world's settings (results/configs/world.json; optional)").add_argument(
+        command(w, name, func, "the world's settings (results/configs/world/<hash>.json; optional)").add_argument(
             "--out", required=True)
     wv = command(w, "evidence", _world_evidence)
     wv.add_argument("results", nargs="?", type=Path, help="the DAG's results folder")
@@ -378,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--device")
     rd.add_argument("--out", required=True)
 
-    va = command(sub, "variance", _variance, "Fig. 1a's spec (results/configs/variance.json)")
+    va = command(sub, "variance", _variance, "Fig. 1a's spec (results/configs/variance/<hash>.json)")
     va.add_argument("--device")
     va.add_argument("--out", required=True)
 
@@ -405,14 +472,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import ConfigError, DeviceError, InputError, TrainingError, WeightsMissingError
+    from .errors import ConfigError, DeviceError, InputError, NonFiniteRewardError, TrainingError, WeightsMissingError
+    from .runs import die_with_launcher
 
+    die_with_launcher()  # a rank torchrun started ends with torchrun, however torchrun ends
     args = build_parser().parse_args(argv)
     try:
         if args.func(args):  # a command that judges (compare --require) returns its exit status
             _leave_group()
             return 1
-    except (ConfigError, WeightsMissingError, TrainingError, InputError, DeviceError) as e:
+    except (ConfigError, WeightsMissingError, TrainingError, InputError, DeviceError, NonFiniteRewardError) as e:
         print(f"egrpo: error: {e}", file=sys.stderr)  # user-facing: one clear line, no traceback
         _leave_group(failed=2)
         return 2
