@@ -28,7 +28,7 @@ class VarianceSettings(Strict):
 
 
 class VarianceSpec(VarianceSettings):
-    """What `egrpo variance` reads (the DAG writes results/configs/variance.json): the run config
+    """What `egrpo variance` reads (the DAG writes results/configs/variance/<hash>.json): the run config
     whose schedule, noise level, merge rule and resolution Fig. 1a uses, the prompts and the metric."""
 
     run: Config = Field(description="a resolved run config of a method with E-GRPO's merge rule")

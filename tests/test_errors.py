@@ -202,7 +202,7 @@ def protocol_bad_score_text(env):
 
 
 def _variance_spec(env, name, run=None, **changes):
-    """A Fig. 1a spec (what the DAG writes to results/configs/variance.json) with `changes`."""
+    """A Fig. 1a spec (what the DAG writes to results/configs/variance/) with `changes`."""
     run = run or {**json.loads((env["dir"] / "run" / "config.json").read_text()),
                   "method": {"name": "egrpo", "num_steps": 8, "group_size": 4, "active": "first4", "granularities": [1]}}
     spec = {"run": run, "prompts": str(env["dir"] / "p.txt"), "metric": {"reward": "brightness"}, **changes}

@@ -89,7 +89,8 @@ def test_evaluation_scored_the_trained_model(flux_dag):
 
 def test_a_resolved_flux_run_config_carries_every_rewards_weights(flux_dag):
     work, overlay, _ = flux_dag
-    cfg = json.loads((work / "results/configs/hps_clip/egrpo/main.json").read_text())
+    (path,) = (work / "results/configs/hps_clip/egrpo/main").glob("*.json")  # named by its content
+    cfg = json.loads(path.read_text())
     assert cfg["rewards"]["names"] == ["hpsv21", "clip_score"]
     assert cfg["rewards"]["options"]["hpsv21"] == overlay["inputs"]["rewards"]["hpsv21"]
     assert cfg["rewards"]["options"]["clip_score"] == overlay["inputs"]["rewards"]["clip_score"]

@@ -1,5 +1,5 @@
 """The shapes world's settings, one validated spec for `egrpo world build` and `egrpo world pretrain`
-(and the Snakemake config's `world:` section, which the DAG writes to results/configs/world.json)."""
+(and the Snakemake config's `world:` section, which the DAG writes to results/configs/world/<hash>.json)."""
 
 from __future__ import annotations
 

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import re
 import sys
@@ -40,16 +41,43 @@ wildcard_constraints:
     method="|".join(map(re.escape, EXP.methods)),
     variant="|".join(re.escape(v) for v in dict.fromkeys(v for _, _, v in CONFIGURATIONS)),
     seed=r"\d+",
+    digest=r"[0-9a-f]{12}",
 
 
-RUN_CONFIG = "results/configs/{setting}/{method}/{variant}.json"
+def canonical(obj):
+    """A config as canonical JSON: a param that key order cannot change, so reordering a config file
+    reruns nothing."""
+    return json.dumps(obj, sort_keys=True, indent=1)
+
+
+def spec_content(spec):
+    """A job's spec (a validated model) as the file it reads: every key resolved, defaults included."""
+    return canonical(spec.model_dump(mode="json"))
+
+
+def content_path(folder, content, suffix=".json"):
+    """Where a job's spec is written: `folder/<sha256 of the file>.json`, named by its content. An edit
+    is a new file, missing until its rule writes it, so Snakemake reruns exactly the jobs it changes
+    from the files alone, without its metadata store (.snakemake/metadata is not copied with results,
+    nor kept by a fresh checkout); the rule removes the folder's other files, so going back to an
+    earlier config reruns too."""
+    return f"{folder}/{hashlib.sha256((content + chr(10)).encode()).hexdigest()[:12]}{suffix}"
+
+
+RUN_CONFIGS = "results/configs/{setting}/{method}/{variant}"
 RUN_META = f"{RUN_DIR}/final/meta.json"
 RUN_WEIGHTS = f"{RUN_DIR}/final/trainable.safetensors"
 EVAL_SUMMARY = "results/eval/{setting}/{method}/{variant}/seed{seed}.summary.csv"
 EVAL_IMAGES = "results/eval/{setting}/{method}/{variant}/seed{seed}_images"
-EVAL_PROTOCOL = "results/configs/eval.json"
-WORLD_SPEC = "results/configs/world.json"
-VARIANCE_SPEC = "results/configs/variance.json"
+BASE_EVAL_SUMMARY = "results/eval/base.summary.csv"
+QUALITATIVE_IMAGES = "results/qualitative/images"
+VARIANCE_CSV = "results/figures/variance.csv"
+EVAL_PROTOCOL = content_path("results/configs/eval", spec_content(EXP.eval_protocol()))
+WORLD_SPEC = content_path("results/configs/world", spec_content(EXP.world)) if WORLD else None
+VARIANCE_SPEC = content_path("results/configs/variance", spec_content(EXP.variance_spec())) if EXP.merge_method else None
+QUALITATIVE_PROMPTS = content_path("results/qualitative/prompts", "\n".join(EXP.qualitative.prompts), ".txt")
+# the whole config: the tables and figures read it (a label, a scale, a metric) beside their data
+EXPERIMENT = content_path("results/configs/experiment", canonical(config))
 TABLES = [f"table1_{s}" for s in EXP.settings] + [axis.stem for _, axis in EXP.tables]
 # Figs. 1a-1b show how the first method with E-GRPO's merging merges (no such method, no such figures)
 FIGURES = (["fig1b_entropy", "fig1a_variance"] if EXP.merge_method else []) + [
@@ -92,25 +120,27 @@ def expand_runs(pattern, runs=None):
             for r in (runs if runs is not None else EXP.runs)]
 
 
-def canonical(obj):
-    """A config as canonical JSON: a param that key order cannot change, so reordering a config file
-    reruns nothing."""
-    return json.dumps(obj, sort_keys=True, indent=1)
-
-
-def spec_content(spec):
-    """A job's spec (a validated model) as the file it reads: every key resolved, defaults included."""
-    return canonical(spec.model_dump(mode="json"))
-
-
-# the configuration rules write their `content` param: a shell line, since Snakemake spawns each `run:`
-# job as a new Snakemake process that re-parses the workflow (~5 s a file on the path to pretraining)
-WRITE_CONTENT = "printf '%s\\n' {params.content:q} > {output} 2> {log}"
+# the configuration rules write their `content` param, after removing their folder's other (earlier)
+# files: a shell line, since Snakemake spawns each `run:` job as a new Snakemake process that re-parses
+# the workflow (~5 s a file on the path to pretraining)
+WRITE_CONTENT = ("for f in $(dirname {output})/*; do [ \"$f\" = {output:q} ] || rm -f -- \"$f\"; done; "
+                 "printf '%s\\n' {params.content:q} > {output} 2> {log}")
 
 
 def run_config_params(wildcards):
     """A train job's own resolved run config: editing one method or variant reruns only its jobs."""
     return canonical(EXP.run_config_dict(wildcards.setting, wildcards.method, wildcards.variant))
+
+
+def run_config_path(setting, method, variant):
+    """The file of a (setting, method, variant)'s resolved run config (named by its content)."""
+    return content_path(RUN_CONFIGS.format(setting=setting, method=method, variant=variant),
+                        canonical(EXP.run_config_dict(setting, method, variant)))
+
+
+def run_config(wildcards):
+    """A train job's run config file."""
+    return run_config_path(wildcards.setting, wildcards.method, wildcards.variant)
 
 
 # group_seeds: one train job per (setting, method, variant) trains every seed in one process
@@ -183,4 +213,16 @@ def caption(table):
 
 
 def final_outputs():
-    return [f"results/tables/{t}.md" for t in TABLES] + [f"results/figures/{f}.png" for f in FIGURES]
+    """The default target: the tables and figures, every result they cite (each run's export, log and
+    evaluation, the base model's evaluation, the qualitative images, Fig. 1a's data) and every spec
+    file the jobs read. Snakemake does not remake a missing file whose consumers are newer than the
+    files they still have (it treats it as an intermediate, like a deleted temp file): as targets of
+    their own, a deleted run's outputs are made again, and an edited config's new spec files are
+    written, and every job reading them reruns after, down to the tables."""
+    runs = [RUN_META, RUN_WEIGHTS, RUN_LOG, EVAL_CSV, EVAL_SUMMARY, EVAL_IMAGES]
+    specs = [EXPERIMENT, EVAL_PROTOCOL, QUALITATIVE_PROMPTS] + [p for p in (WORLD_SPEC, VARIANCE_SPEC) if p]
+    specs += [run_config_path(*c) for c in CONFIGURATIONS]
+    return ([f"results/tables/{t}.md" for t in TABLES] + [f"results/figures/{f}.png" for f in FIGURES]
+            + [path for pattern in runs for path in expand_runs(pattern)]
+            + [BASE_EVAL_CSV, BASE_EVAL_SUMMARY, QUALITATIVE_IMAGES] + ([VARIANCE_CSV] if EXP.merge_method else [])
+            + specs)

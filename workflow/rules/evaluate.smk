@@ -48,7 +48,7 @@ rule evaluate_base:
         rewards=reward_inputs(),
     output:
         csv=BASE_EVAL_CSV,
-        summary="results/eval/base.summary.csv",
+        summary=BASE_EVAL_SUMMARY,
         images=directory("results/eval/base_images"),
     log:
         "logs/eval/base.log",
@@ -69,7 +69,7 @@ rule evaluate_base:
 
 rule qualitative_prompts:
     output:
-        "results/qualitative/prompts.txt",
+        QUALITATIVE_PROMPTS,
     log:
         "logs/qualitative_prompts.log",
     params:
@@ -83,12 +83,12 @@ rule qualitative_prompts:
 rule qualitative_images:
     """The qualitative prompts with each method's first-seed model (and the base), same seeds."""
     input:
-        prompts="results/qualitative/prompts.txt",
+        prompts=QUALITATIVE_PROMPTS,
         protocol=EVAL_PROTOCOL,
         model=model_input(),
         runs=expand_runs(RUN_META, [r for r in EXP.runs if r.variant == MAIN and str(r.seed) == SEEDS[0]]),
     output:
-        directory("results/qualitative/images"),
+        directory(QUALITATIVE_IMAGES),
     log:
         "logs/qualitative_images.log",
     benchmark:
@@ -134,7 +134,7 @@ if EXP.merge_method:  # Fig. 1a (its figure is planned only then)
             prompts=prompt_input("test"),
             rewards=reward_inputs(),
         output:
-            "results/figures/variance.csv",
+            VARIANCE_CSV,
         log:
             "logs/variance.log",
         benchmark:

@@ -1,6 +1,7 @@
 rule tables:
     """Tables 1-4 (Markdown, LaTeX, CSV) with paired, resolution-aware comparisons."""
     input:
+        experiment=EXPERIMENT,
         evals=expand_runs(EVAL_CSV),
         logs=expand_runs(RUN_LOG),
         base=BASE_EVAL_CSV,
@@ -20,11 +21,12 @@ rule tables:
 rule figures:
     """Figs. 1a, 1b, 4, 5-7 and the tau ablation plot, as PNG and PDF."""
     input:
+        experiment=EXPERIMENT,
         logs=expand_runs(RUN_LOG),
-        qualitative="results/qualitative/images",
-        qualitative_prompts="results/qualitative/prompts.txt",
+        qualitative=QUALITATIVE_IMAGES,
+        qualitative_prompts=QUALITATIVE_PROMPTS,
         tables=[f"results/tables/{t}.csv" for t in TABLES],
-        **({"variance": "results/figures/variance.csv"} if EXP.merge_method else {}),
+        **({"variance": VARIANCE_CSV} if EXP.merge_method else {}),
     output:
         figures=[report(f"results/figures/{f}.png", caption=f"../report/{f}.rst", category="Figures") for f in FIGURES],
         pdf=[f"results/figures/{f}.pdf" for f in FIGURES],
@@ -36,8 +38,24 @@ rule figures:
         "../scripts/figures.py"
 
 
+rule experiment_config:
+    """The whole config, named by its content: an input of the tables and figures, which read their
+    labels, scales and metrics from it."""
+    output:
+        EXPERIMENT,
+    log:
+        "logs/configs/experiment.log",
+    params:
+        content=canonical(config),
+    conda:
+        "../envs/egrpo.yaml"
+    shell:
+        WRITE_CONTENT
+
+
 localrules:
     all,
+    experiment_config,
     run_config,
     eval_config,
     qualitative_prompts,

@@ -1,9 +1,10 @@
 rule run_config:
-    """A train job's resolved run config: its own input, so an edit reruns exactly the jobs it changes."""
+    """A train job's resolved run config, named by its content: its own input, so an edit reruns exactly
+    the jobs it changes."""
     output:
-        RUN_CONFIG,
+        f"{RUN_CONFIGS}/{{digest}}.json",
     log:
-        "logs/configs/{setting}/{method}/{variant}.log",
+        "logs/configs/{setting}/{method}/{variant}/{digest}.log",
     params:
         content=run_config_params,
     conda:
@@ -19,7 +20,7 @@ rule train:
     edited config is discarded, never reused. With eval.with_training it also evaluates the final
     model (the evaluate_run rule's outputs)."""
     input:
-        config=RUN_CONFIG,
+        config=run_config,
         model=model_input(),
         prompts=prompt_input("train"),
         rewards=reward_inputs(),
