@@ -286,6 +286,8 @@ def export_trained(out_dir: Path, weights: dict, base_path: str, lora: dict | No
         tmp = writing.with_name(META + ".tmp")
         tmp.write_text(json.dumps(meta, indent=2))
         os.replace(tmp, writing)
+    except InputError:
+        raise  # _save's, naming its file
     except Exception as e:  # noqa: BLE001
         error = disk_error(e, writing)
         if error is None:
@@ -388,8 +390,10 @@ def load_trained(final_dir: str | Path, *, device="cpu", dtype="auto", base: str
         trained = [k for k in own if "lora_" in k] if meta["lora"] else list(own)
         missing = [k for k in trained if k not in sd]
         if extra or shape or missing:
-            raise InputError(f"{final_dir}: trained weights do not fit the base model {base} (unknown {extra[:3]}, "
-                             f"other shapes {shape[:3]}, missing {missing[:3]} of {len(missing)})")
+            parts = ([f"{len(missing)} missing, e.g. {missing[:3]}"] * bool(missing) + [f"unknown {extra[:3]}"] * bool(extra)
+                     + [f"other shapes {shape[:3]}"] * bool(shape))
+            raise InputError(f"{final_dir}: trained weights do not fit the base model {base} ({'; '.join(parts)}); "
+                             "retrain the run")
         backbone.transformer.load_state_dict(sd, strict=False)  # strict on the trained keys above; the rest is the base
     backbone.transformer.requires_grad_(False).eval()
     backbone.weights_id = meta.get("weights_sha256", "unknown")[:12]
@@ -414,5 +418,5 @@ def _check_keys(weights: Path, config: Path, final_dir: Path) -> None:
                          "retrain the run") from None
     missing, extra = sorted(own - stored), sorted(stored - own)
     if missing or extra:
-        raise InputError(f"{final_dir}: trained weights do not fit {config} (missing {missing[:3]} of {len(missing)}, "
-                         f"unknown {extra[:3]}); retrain the run")
+        parts = [f"{len(missing)} missing, e.g. {missing[:3]}"] * bool(missing) + [f"unknown {extra[:3]}"] * bool(extra)
+        raise InputError(f"{final_dir}: trained weights do not fit {config} ({'; '.join(parts)}); retrain the run")

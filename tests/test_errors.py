@@ -162,8 +162,82 @@ def trained_weights_do_not_fit(env):
     shutil.copytree(env["dir"] / "run", run)
     for weights in ("trainable.safetensors", "transformer/diffusion_pytorch_model.safetensors"):  # one file in a run
         save_file({"transformer_blocks.0.attn.to_q.weight": torch.zeros(3, 3)}, str(run / "final" / weights))
+    _rehash(run)  # a faulty export, its checksums recorded as written
     return ["evaluate", "--run", str(run), "--protocol", str(env["dir"] / "eval.json"),
             "--out", str(env["dir"] / "m.csv")], "do not fit"
+
+
+def _rehash(run: Path) -> None:
+    """Record the export's files' current checksums in its meta.json (an export written wrong, not one
+    replaced afterwards)."""
+    from egrpo.digest import file_digest
+
+    path = run / "final" / "meta.json"
+    meta = json.loads(path.read_text())
+    meta["files"] = {name: file_digest(run / "final" / name) for name in meta["files"]}
+    meta["weights_sha256"] = meta["files"]["trainable.safetensors"]
+    path.write_text(json.dumps(meta))
+
+
+def _edit_weights(path: Path, edit) -> None:
+    """Rewrite a safetensors file with `edit(state_dict)` applied (a new file: the original's hard links keep it)."""
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(str(path))
+    edit(sd)
+    path.unlink()
+    save_file(sd, str(path))
+
+
+def _evaluate_run(env, run, **protocol):
+    path = env["dir"] / f"eval_{run.name}.json"
+    path.write_text(json.dumps({**env["protocol"], **protocol}))
+    return ["evaluate", "--run", str(run), "--protocol", str(path), "--out", str(env["dir"] / f"{run.name}.csv")]
+
+
+def trained_weights_replaced(env):
+    """Another run's weights copied into final/: the file is not the one meta.json's checksum records."""
+    run = env["dir"] / "replaced"
+    shutil.copytree(env["dir"] / "run", run)
+    for name in ("trainable.safetensors", "transformer/diffusion_pytorch_model.safetensors"):
+        _edit_weights(run / "final" / name, lambda sd: sd.update({k: v + 1 for k, v in list(sd.items())[:1]}))
+    return _evaluate_run(env, run), "is not the run's export"
+
+
+def trained_weights_missing_a_tensor(env):
+    """An export without one block's weights must not load the base's for it (strict=False did)."""
+    run = env["dir"] / "missing_block"
+    shutil.copytree(env["dir"] / "run", run)
+    for name in ("trainable.safetensors", "transformer/diffusion_pytorch_model.safetensors"):
+        _edit_weights(run / "final" / name, lambda sd: sd.pop(sorted(sd)[0]))
+    _rehash(run)
+    return _evaluate_run(env, run), "1 missing, e.g. ["
+
+
+def base_model_replaced(env):
+    """A base model of the same architecture but other weights where the run's base was."""
+    run = env["dir"] / "other_base"
+    shutil.copytree(env["dir"] / "run", run)
+    model = _model_copy(env, "other_base_model")
+    _edit_weights(model / "vae" / "diffusion_pytorch_model.safetensors",
+                  lambda sd: sd.update({k: v * 0.5 for k, v in list(sd.items())[:1]}))
+    meta = json.loads((run / "final" / "meta.json").read_text())
+    meta.update(base=str(model), base_relative=os.path.relpath(model, run / "final"))
+    (run / "final" / "meta.json").write_text(json.dumps(meta))
+    return _evaluate_run(env, run), "vae/diffusion_pytorch_model.safetensors has sha256"
+
+
+def base_model_config_changed(env):
+    """The base's weights as recorded, but its scheduler's shift changed: the digest covers the configs too."""
+    run = env["dir"] / "base_config_changed"
+    shutil.copytree(env["dir"] / "run", run)
+    model = _model_copy(env, "base_config_changed_model")
+    path = model / "scheduler" / "scheduler_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "shift": 2.0}))
+    meta = json.loads((run / "final" / "meta.json").read_text())
+    meta.update(base=str(model), base_relative=os.path.relpath(model, run / "final"))
+    (run / "final" / "meta.json").write_text(json.dumps(meta))
+    return _evaluate_run(env, run), "scheduler/scheduler_config.json has sha256"
 
 
 def protocol_not_json(env):
@@ -255,17 +329,153 @@ def set_yaml11_boolean(env):
     return _train(env, _config(env, "yb"), "--set", "train.iterations=yes"), "train.iterations"
 
 
+def seed_twice(env):
+    """`--seed 0 0`: one run counted as two seeds."""
+    return _train(env, _config(env, "s2"), "--seed", "0", "0", out=env["dir"] / "s2_{seed}"), "--seed: 0 twice"
+
+
+def reward_option_misspelt(env):
+    config = _config(env, "rom", rewards__names=["channel"])
+    return _train(env, config, "--set", "rewards.options.channel.chanel=2"), "rewards.options.channel.chanel"
+
+
+def reward_option_mistyped(env):
+    config = _config(env, "rot", rewards__names=["channel"])
+    return _train(env, config, "--set", "rewards.options.channel.channel=red"), "rewards.options.channel.channel"
+
+
+def reward_option_out_of_range(env):
+    config = _config(env, "ror", rewards__names=["channel"])
+    return _train(env, config, "--set", "rewards.options.channel.channel=3"), "rewards.options.channel.channel"
+
+
+def reward_options_of_a_reward_not_trained(env):
+    return _train(env, _config(env, "ron"), "--set", "rewards.options.channel.channel=1"), "rewards.options.channel"
+
+
+def metric_option_misspelt(env):
+    path = env["dir"] / "eval_option.json"
+    path.write_text(json.dumps({**env["protocol"], "metrics": {"red": {"reward": "channel", "options": {"chanel": 0}}}}))
+    return ["evaluate", "--model", str(env["flux"]), "--protocol", str(path), "--out", str(env["dir"] / "e.csv")], \
+        "metrics.red.options.chanel"
+
+
+def set_off_is_not_zero(env):
+    """YAML 1.1's `off` is not 0 (a LoRA rank of 0 is a full fine-tune)."""
+    return _train(env, _config(env, "off"), "--set", "model.lora_rank=off"), "model.lora_rank"
+
+
+def config_true_is_not_one(env):
+    """A YAML `true` in a config file where a number is meant (pydantic would read 1)."""
+    return _train(env, _config(env, "true1", train__iterations=True)), "train.iterations"
+
+
+def lr_overflows_float32(env):
+    return _train(env, _config(env, "lr39"), "--set", "optim.lr=1e39"), "optim.lr"
+
+
+def lr_overflows_in_adamw(env):
+    """Within float32's range, but AdamW's bias-corrected first step (lr / (1 - beta1)) is not."""
+    return _train(env, _config(env, "lr38"), "--set", "optim.lr=1e38"), "optim.lr"
+
+
+def lr_infinite(env):
+    return _train(env, _config(env, "lrinf"), "--set", "optim.lr=.inf"), "optim.lr"
+
+
+def _odd_size(env) -> int:
+    from egrpo.flux import image_multiple
+
+    return 32 + image_multiple(env["flux"]) // 2
+
+
+def image_height_not_a_multiple(env):
+    return _train(env, _config(env, "h", model__height=_odd_size(env))), "model.height"
+
+
+def eval_image_width_not_a_multiple(env):
+    path = env["dir"] / "eval_size.json"
+    path.write_text(json.dumps({**env["protocol"], "sampler": {**env["protocol"]["sampler"], "width": _odd_size(env)}}))
+    return ["evaluate", "--model", str(env["flux"]), "--protocol", str(path), "--out", str(env["dir"] / "e.csv")], \
+        "sampler.width"
+
+
+def prompt_outside_the_worlds_captions(env):
+    config = _config(env, "wc", rewards__names=["world_preference"],
+                     train__prompts=["a red circle at the top left", "a cat"])
+    return _train(env, config), "'a cat'"
+
+
+def eval_prompt_outside_the_worlds_captions(env):
+    path = env["dir"] / "eval_world.json"
+    path.write_text(json.dumps({**env["protocol"], "metrics": {"align": {"reward": "world_alignment"}}}))
+    return ["evaluate", "--model", str(env["flux"]), "--protocol", str(path), "--out", str(env["dir"] / "e.csv")], \
+        "protocol prompts"
+
+
+def eval_limit_negative(env):
+    return ["evaluate", "--model", str(env["flux"]), "--protocol", str(env["dir"] / "eval.json"), "--set", "limit=-1",
+            "--out", str(env["dir"] / "e.csv")], "limit"
+
+
+def eval_limit_past_the_prompts(env):
+    return ["evaluate", "--model", str(env["flux"]), "--protocol", str(env["dir"] / "eval.json"), "--set", "limit=3",
+            "--out", str(env["dir"] / "e.csv")], "limit: 3"
+
+
+def train_out_is_a_file(env):
+    return _train(env, _config(env, "of"), out=_file(env, "out_file", b"x")), "is a file"
+
+
+def train_out_below_a_file(env):
+    return _train(env, _config(env, "obf"), out=_file(env, "out_parent", b"x") / "run"), "out_parent is a file"
+
+
+def eval_out_is_a_folder(env):
+    (env["dir"] / "eval_folder").mkdir(exist_ok=True)
+    return ["evaluate", "--model", str(env["flux"]), "--protocol", str(env["dir"] / "eval.json"),
+            "--out", str(env["dir"] / "eval_folder")], "is a folder"
+
+
+def world_build_out_is_a_file(env):
+    return ["world", "build", "--out", str(_file(env, "world_file", b"x"))], "world_file"
+
+
 CASES = [prompt_missing, prompt_empty, prompt_not_utf8, prompt_unknown_suffix, unknown_reward, config_yaml_syntax,
          set_yaml_syntax, set_section_to_scalar, config_is_a_list, checkpoint_truncated, checkpoint_empty,
          checkpoint_corrupt, checkpoint_index_not_metadata, model_config_corrupt, model_weights_corrupt,
          trained_weights_do_not_fit, protocol_not_json, protocol_unknown_sampler_key, protocol_unknown_reward,
          reward_precision_unknown, reward_precision_in_options, protocol_bad_score_text,
          variance_not_merging, variance_bad_group, variance_bad_metric, entropy_bad_steps, world_build_bad_steps,
-         set_yaml11_boolean, protocol_bad_determinism, config_bad_determinism, train_protocol_of_another_determinism]
+         set_yaml11_boolean, protocol_bad_determinism, config_bad_determinism, train_protocol_of_another_determinism,
+         trained_weights_replaced, trained_weights_missing_a_tensor, base_model_replaced,
+         base_model_config_changed, seed_twice, reward_option_misspelt, reward_option_mistyped,
+         reward_option_out_of_range, reward_options_of_a_reward_not_trained, metric_option_misspelt,
+         set_off_is_not_zero, config_true_is_not_one, lr_overflows_float32, lr_overflows_in_adamw, lr_infinite,
+         image_height_not_a_multiple, eval_image_width_not_a_multiple, prompt_outside_the_worlds_captions,
+         eval_prompt_outside_the_worlds_captions, eval_limit_negative, eval_limit_past_the_prompts,
+         train_out_is_a_file, train_out_below_a_file, eval_out_is_a_folder, world_build_out_is_a_file]
+# the cases of issue 24 whose input is knowable before any work: reported before any model loads
+EARLY = CASES[CASES.index(trained_weights_replaced):]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
 def test_bad_input_is_one_line_exit_2_naming_it(env, case, capsys):
+    args, named = case(env)
+    capsys.readouterr()
+    assert main(args) == 2
+    lines = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("egrpo: error:")]
+    assert len(lines) == 1 and named in lines[0], lines
+
+
+@pytest.mark.parametrize("case", EARLY, ids=[c.__name__ for c in EARLY])
+def test_knowable_bad_input_is_reported_before_any_model_loads(env, case, capsys, monkeypatch):
+    from egrpo.flux import FluxBackbone
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the bad input was reported")
+
+    monkeypatch.setattr(FluxBackbone, "from_pretrained", refuse)
     args, named = case(env)
     capsys.readouterr()
     assert main(args) == 2
@@ -292,3 +502,83 @@ def test_a_full_disk_names_the_path_and_keeps_the_last_checkpoint(env, tiny_disk
     lines = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("egrpo: error:")]
     assert len(lines) == 1 and "no space left" in lines[0] and str(tiny_disk) in lines[0], lines
     assert not list((tiny_disk / "run" / "checkpoints").glob("*.tmp"))  # the failed write is cleaned up
+
+
+def _enospc(*args, **kwargs):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("where,named", [
+    ("weights", "final/transformer/diffusion_pytorch_model.safetensors"),  # the export's weights
+    ("log", "final/log.jsonl"),  # the copies beside them, after the weights
+])
+def test_a_full_disk_during_the_final_export_names_the_file(env, where, named, capsys, monkeypatch):
+    """The disk fills after the last checkpoint, while the final weights or their log are written."""
+    import safetensors.torch
+
+    from egrpo import checkpoint
+
+    if where == "weights":
+        monkeypatch.setattr(safetensors.torch, "save_file", _enospc)
+    else:
+        copy = checkpoint.shutil.copyfile
+        monkeypatch.setattr(checkpoint.shutil, "copyfile",
+                            lambda src, dst, **kw: _enospc() if Path(dst).name == "log.jsonl" else copy(src, dst, **kw))
+    out = env["dir"] / f"export_{where}"
+    capsys.readouterr()
+    assert main(_train(env, _config(env, "export_disk"), out=out)) == 2
+    lines = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("egrpo: error:")]
+    assert len(lines) == 1 and "no space left writing" in lines[0] and str(out / named) in lines[0], lines
+    assert not (out / "final" / "meta.json").exists()  # no complete-looking export
+    assert (out / "checkpoints" / "last" / "meta.json").is_file()  # a retry exports from the last checkpoint
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A read-only filesystem (root ignores a folder's permission bits, not a read-only mount)."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(mount)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here ({r.stderr.strip()})")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "world build"])
+def test_a_read_only_out_is_one_line_before_any_model_loads(env, read_only_dir, command, capsys, monkeypatch):
+    from egrpo.flux import FluxBackbone
+
+    monkeypatch.setattr(FluxBackbone, "from_pretrained", lambda *a, **k: pytest.fail("a model was loaded"))
+    out = read_only_dir / "out"
+    args = {"train": _train(env, _config(env, "ro_out"), out=out),
+            "evaluate": ["evaluate", "--model", str(env["flux"]), "--protocol", str(env["dir"] / "eval.json"),
+                         "--out", str(out / "e.csv")],
+            "world build": ["world", "build", "--out", str(out)]}[command]
+    capsys.readouterr()
+    assert main(args) == 2
+    lines = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("egrpo: error:")]
+    assert len(lines) == 1 and str(out) in lines[0] and "Read-only file system" in lines[0], lines
+
+
+def test_a_nan_metric_is_one_line_naming_the_metric_and_writes_no_result(env, capsys, monkeypatch):
+    """A metric that scores NaN (a broken scorer, a NaN image) stops the evaluation: no CSV with a NaN
+    row, no summary averaging over it."""
+    import torch
+
+    from egrpo import rewards
+
+    def nan_reward(options, device):
+        return lambda images, prompts: torch.where(torch.arange(len(images)) == 1, float("nan"), 0.5)
+
+    monkeypatch.setitem(rewards.REWARDS, "nan_test", rewards.RewardSpec("nan_test", nan_reward))
+    path = env["dir"] / "eval_nan.json"
+    path.write_text(json.dumps({**env["protocol"], "metrics": {"broken": {"reward": "nan_test"}}}))
+    out = env["dir"] / "nan.csv"
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(env["flux"]), "--protocol", str(path), "--out", str(out)]) == 2
+    lines = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("egrpo: error:")]
+    assert len(lines) == 1 and "metric 'broken'" in lines[0] and "[1]" in lines[0], lines
+    assert not out.exists() and not out.with_suffix(".summary.csv").exists()
