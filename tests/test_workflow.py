@@ -116,6 +116,50 @@ def test_a_method_with_ablations_of_its_own(tmp_path):
     assert "results/runs/hps/dancegrpo/eta-0.5/seed{seed}" in out and "results/tables/ablation_dancegrpo_eta.md" in out
 
 
+def _finished_results(work: Path, config: Path) -> list[Path]:
+    """Every file and folder the DAG of `config` writes, created with one timestamp and no
+    .snakemake/metadata: a finished DAG's results copied into a fresh checkout."""
+    out = smk(work, "--summary", "--configfile", str(config)).stdout
+    paths = [work / line.split("\t")[0] for line in out.splitlines()[1:] if line.strip()]
+    stamp = time.time() - 3600
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if "." in path.name:
+            path.touch()
+        else:  # a directory() output (image folders, the world's datasets and base model)
+            path.mkdir(exist_ok=True)
+    for path in sorted(paths, key=lambda p: len(p.parts), reverse=True):
+        os.utime(path, (stamp, stamp))
+    shutil.rmtree(work / ".snakemake", ignore_errors=True)
+    return paths
+
+
+def test_a_config_edit_reruns_its_jobs_without_snakemakes_metadata(tmp_path):
+    """Results copied to another checkout (no .snakemake/metadata, so no params trigger): a learning-rate
+    edit to MixGRPO still reruns its train jobs and the reports, because every spec file a job reads is
+    named by its content and the edited one does not exist yet. Nothing else reruns."""
+    _finished_results(tmp_path, ROOT / "config/config.yaml")
+    assert job_counts(smk(tmp_path, "-n", "--configfile", str(ROOT / "config/config.yaml")).stdout) == {}
+    config = _bad_config(tmp_path, "config/config.yaml",
+                         lambda c: c["training"]["methods"]["mixgrpo"].update(optim={"lr": 3e-4}), "edited.yaml")
+    counts = job_counts(smk(tmp_path, "-n", "--configfile", str(config)).stdout)
+    settings = len(yaml.safe_load((ROOT / "config/config.yaml").read_text())["settings"])
+    assert counts.get("train") == settings and counts.get("run_config") == settings, counts
+    assert counts.get("tables") == 1 and counts.get("figures") == 1 and counts.get("experiment_config") == 1, counts
+    assert not {"world_build", "world_pretrain", "evaluate_base", "variance"} & set(counts), counts
+
+
+def test_deleting_a_runs_outputs_retrains_it_and_rebuilds_the_tables(tmp_path):
+    """With the tables present, deleting every output of one run made `snakemake` plan nothing (the
+    tables kept citing the deleted run): a run's outputs are targets of their own now."""
+    _finished_results(tmp_path, ROOT / "config/config.yaml")
+    shutil.rmtree(tmp_path / "results/runs/hps/dancegrpo/main/seed0")
+    shutil.rmtree(tmp_path / "results/eval/hps/dancegrpo/main")
+    counts = job_counts(smk(tmp_path, "-n", "--configfile", str(ROOT / "config/config.yaml")).stdout)
+    assert counts.get("train") == 1 and counts.get("tables") == 1 and counts.get("figures") == 1, counts
+    assert "run_config" not in counts and "world_pretrain" not in counts, counts
+
+
 FAKE_SBATCH = """#!/usr/bin/env bash
 echo "sbatch $*" >> "{log}"
 cat >> "{log}"
