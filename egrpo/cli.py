@@ -193,13 +193,15 @@ def _eval_prompts(protocol) -> list[str]:
     """The protocol's prompts (its first `limit`, which must not exceed them), each scorable by every
     metric: checked before any model loads."""
     from .prompts import load_prompts
-    from .rewards import check_prompts
+    from .rewards import check_inputs, check_prompts
 
     prompts = load_prompts(protocol.prompts, key="protocol prompts")
     if protocol.limit is not None and protocol.limit > len(prompts):
         raise ConfigError(f"limit: {protocol.limit} prompts asked for, {protocol.prompts} holds {len(prompts)}")
     prompts = prompts[: protocol.limit]
     check_prompts([m.reward for m in protocol.metrics.values()], prompts, f"protocol prompts ({protocol.prompts})")
+    for m in protocol.metrics.values():
+        check_inputs([m.reward], lambda _: m.options)
     return prompts
 
 
@@ -316,7 +318,7 @@ def _variance(args) -> None:
     from .config import load_spec
     from .flux import FluxBackbone, check_image_size
     from .prompts import load_prompts
-    from .rewards import build_reward, check_prompts
+    from .rewards import build_reward, check_inputs, check_prompts
     from .variance import VarianceSpec, reward_spread
 
     spec = load_spec(VarianceSpec, getattr(args, "config", None), args.set, "variance spec")
@@ -327,6 +329,7 @@ def _variance(args) -> None:
         raise ConfigError(f"limit: {spec.limit} prompts asked for, {spec.prompts} holds {len(prompts)}")
     prompts = prompts[: spec.limit]
     check_prompts([spec.metric.reward], prompts, f"variance prompts ({spec.prompts})")
+    check_inputs([spec.metric.reward], lambda _: spec.metric.options)
     check_image_size(m.path, m.height, m.width, "run.model")
     writable_file(args.out, "--out")
     device = _device(args)

@@ -152,13 +152,13 @@ class RewardsConfig(RewardChoice):
     @model_validator(mode="after")
     def _options(self):
         """Options only of the rewards trained on, every one's checked against its reward's options model
-        (the weight paths it needs present)."""
+        (keys and types; the weight paths a run needs are checked when it starts, before any model loads)."""
         for name, options in self.options.items():
             if name not in self.names:
                 raise key_error(("options", name), f"not one of the rewards trained on ({', '.join(self.names)})",
                                 options, "missing")
         for name in self.names:
-            check_options(name, self.options.get(name, {}), ("options", name))
+            check_options(name, self.options.get(name, {}), ("options", name), required=False)
         return self
 
 

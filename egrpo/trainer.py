@@ -28,7 +28,7 @@ from .flux import FluxBackbone, check_image_size
 from .memory import PhasePeaks, device_gib, keeps_gathered
 from .methods import build_plan
 from .prompts import load_prompts
-from .rewards import build_reward, check_prompts
+from .rewards import build_reward, check_inputs, check_prompts
 from .rollout import (Prompt, group_advantages_of, merge_units, sample_iteration, score_sample, train_units,
                       unit_loss)
 from .sde import sde_step
@@ -66,6 +66,8 @@ class Trainer:
         self.plan = build_plan(cfg.method)
         self.prompts = load_prompts(cfg.train.prompts, key="train.prompts")
         check_prompts(cfg.rewards.names, self.prompts, "train.prompts")  # before any model loads
+        if rewards is None:
+            check_inputs(cfg.rewards.names, cfg.rewards.reward_options)
         check_image_size(cfg.model.path, cfg.model.height, cfg.model.width, "model")
         self._perms: dict[int, torch.Tensor] = {}  # epoch -> the prompt order of that epoch
         m = cfg.model

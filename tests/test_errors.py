@@ -49,6 +49,7 @@ def _copy_run(env, name):
     """A copy of the finished run whose checkpoint the case then damages; the config asks for one more
     iteration, so the command resumes from it."""
     run = env["dir"] / name
+    shutil.rmtree(run, ignore_errors=True)  # a case may run twice (its early check)
     shutil.copytree(env["dir"] / "run", run)
     return run, _config(env, f"{name}_more", train__iterations=3)
 
@@ -137,6 +138,7 @@ def checkpoint_index_not_metadata(env):
 
 def _model_copy(env, name):
     model = env["dir"] / name
+    shutil.rmtree(model, ignore_errors=True)
     shutil.copytree(env["flux"], model)
     return model
 
@@ -159,6 +161,7 @@ def trained_weights_do_not_fit(env):
     import torch
 
     run = env["dir"] / "misfit"
+    shutil.rmtree(run, ignore_errors=True)  # a case may run twice (its early check)
     shutil.copytree(env["dir"] / "run", run)
     for weights in ("trainable.safetensors", "transformer/diffusion_pytorch_model.safetensors"):  # one file in a run
         save_file({"transformer_blocks.0.attn.to_q.weight": torch.zeros(3, 3)}, str(run / "final" / weights))
@@ -198,6 +201,7 @@ def _evaluate_run(env, run, **protocol):
 def trained_weights_replaced(env):
     """Another run's weights copied into final/: the file is not the one meta.json's checksum records."""
     run = env["dir"] / "replaced"
+    shutil.rmtree(run, ignore_errors=True)  # a case may run twice (its early check)
     shutil.copytree(env["dir"] / "run", run)
     for name in ("trainable.safetensors", "transformer/diffusion_pytorch_model.safetensors"):
         _edit_weights(run / "final" / name, lambda sd: sd.update({k: v + 1 for k, v in list(sd.items())[:1]}))
@@ -207,6 +211,7 @@ def trained_weights_replaced(env):
 def trained_weights_missing_a_tensor(env):
     """An export without one block's weights must not load the base's for it (strict=False did)."""
     run = env["dir"] / "missing_block"
+    shutil.rmtree(run, ignore_errors=True)  # a case may run twice (its early check)
     shutil.copytree(env["dir"] / "run", run)
     for name in ("trainable.safetensors", "transformer/diffusion_pytorch_model.safetensors"):
         _edit_weights(run / "final" / name, lambda sd: sd.pop(sorted(sd)[0]))
@@ -217,6 +222,7 @@ def trained_weights_missing_a_tensor(env):
 def base_model_replaced(env):
     """A base model of the same architecture but other weights where the run's base was."""
     run = env["dir"] / "other_base"
+    shutil.rmtree(run, ignore_errors=True)  # a case may run twice (its early check)
     shutil.copytree(env["dir"] / "run", run)
     model = _model_copy(env, "other_base_model")
     _edit_weights(model / "vae" / "diffusion_pytorch_model.safetensors",
@@ -230,6 +236,7 @@ def base_model_replaced(env):
 def base_model_config_changed(env):
     """The base's weights as recorded, but its scheduler's shift changed: the digest covers the configs too."""
     run = env["dir"] / "base_config_changed"
+    shutil.rmtree(run, ignore_errors=True)  # a case may run twice (its early check)
     shutil.copytree(env["dir"] / "run", run)
     model = _model_copy(env, "base_config_changed_model")
     path = model / "scheduler" / "scheduler_config.json"
@@ -437,6 +444,17 @@ def eval_out_is_a_folder(env):
             "--out", str(env["dir"] / "eval_folder")], "is a folder"
 
 
+def reward_weights_missing(env):
+    """A reward model's weights not where the options say: named before the backbone loads."""
+    config = _config(env, "rw", rewards__names=["hpsv21"],
+                     rewards__options={"hpsv21": {"checkpoint": str(env["dir"] / "HPS_v2.1_compressed.pt")}})
+    return _train(env, config), "HPS_v2.1_compressed.pt"
+
+
+def reward_weights_unset(env):
+    return _train(env, _config(env, "ru", rewards__names=["hpsv21"])), "rewards.options.hpsv21.checkpoint"
+
+
 def world_build_out_is_a_file(env):
     return ["world", "build", "--out", str(_file(env, "world_file", b"x"))], "world_file"
 
@@ -454,7 +472,8 @@ CASES = [prompt_missing, prompt_empty, prompt_not_utf8, prompt_unknown_suffix, u
          set_off_is_not_zero, config_true_is_not_one, lr_overflows_float32, lr_overflows_in_adamw, lr_infinite,
          image_height_not_a_multiple, eval_image_width_not_a_multiple, prompt_outside_the_worlds_captions,
          eval_prompt_outside_the_worlds_captions, eval_limit_negative, eval_limit_past_the_prompts,
-         train_out_is_a_file, train_out_below_a_file, eval_out_is_a_folder, world_build_out_is_a_file]
+         train_out_is_a_file, train_out_below_a_file, eval_out_is_a_folder, world_build_out_is_a_file,
+         reward_weights_missing, reward_weights_unset]
 # the cases of issue 24 whose input is knowable before any work: reported before any model loads
 EARLY = CASES[CASES.index(trained_weights_replaced):]
 

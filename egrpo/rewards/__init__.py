@@ -196,6 +196,14 @@ def check_prompts(names: Sequence[str], prompts: Sequence[str], key: str) -> Non
             raise ConfigError(f"{key}: {e}, which reward {name!r} cannot score") from None
 
 
+def check_inputs(names: Sequence[str], options_of: Callable[[str], dict | None]) -> None:
+    """Every weight path rewards `names` need is set and exists (a one-line WeightsMissingError naming the
+    key, the path and where the weights come from): checked before any model loads."""
+    for name in dict.fromkeys(names):
+        for key in reward_spec(name, "reward").needs:
+            require(options_of(name) or {}, key, name)
+
+
 def option_key(reward: str, key: str) -> str:
     """Where a user sets a reward option: the Snakemake config's inputs, or a run config's options."""
     return f"inputs.rewards.{reward}.{key} (a run config: rewards.options.{reward}.{key})"
