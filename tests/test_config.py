@@ -67,3 +67,54 @@ def test_flux_config_errors_name_the_key(edit, named):
     edit(raw)
     with pytest.raises(ConfigError, match=named.replace("[", r"\[").replace("]", r"\]")):
         Experiment.load(raw)
+
+
+def test_relative_paths_are_relative_to_the_working_directory_only(tmp_path, monkeypatch):
+    """The path rule (config/README.md): a relative path in a config file or a --set override is kept as
+    written, relative to the working directory; a same-named file beside the config file is not
+    preferred (it used to be, when it existed)."""
+    from egrpo.config import load_config
+
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    for where in (tmp_path, folder):
+        (where / "prompts.txt").write_text("a red circle\n")
+        (where / "model").mkdir()
+    raw = {"model": {"path": "model"}, "train": {"prompts": "prompts.txt"}, "rewards": {"names": ["brightness"]}}
+    (folder / "run.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(folder / "run.yaml", "dancegrpo")
+    assert (cfg.model.path, cfg.train.prompts) == ("model", "prompts.txt")
+    cfg = load_config(folder / "run.yaml", "dancegrpo", overrides=["train.prompts=prompts.txt", "model.path=model"])
+    assert (cfg.model.path, cfg.train.prompts) == ("model", "prompts.txt")
+
+
+@pytest.mark.parametrize("override,named", [
+    ("train.iterations=yes", "train.iterations"),  # YAML 1.1's yes is a string here, and a string is not a count
+    ("model.lora_rank=off", "model.lora_rank"),
+    ("train.iterations=true", "train.iterations: a number, not a boolean"),
+    ("optim.lr=.nan", "optim.lr"),
+    ("optim.betas=[0.9, 1.0]", "optim.betas"),
+    ("rewards.options.brightness.scale=2", "rewards.options.brightness.scale: not an option of reward 'brightness'"),
+])
+def test_set_values_are_read_strictly(override, named):
+    raw = {"model": {"path": "m"}, "train": {"prompts": ["a"]}, "rewards": {"names": ["brightness"]}}
+    with pytest.raises(ConfigError, match=None) as e:
+        resolve(raw, "dancegrpo", overrides=[override])
+    assert named in str(e.value) and len(str(e.value).splitlines()) == 1, str(e.value)
+
+
+@pytest.mark.parametrize("edit,named", [
+    (lambda c: c["inputs"]["rewards"].update(world_fidelity={"critic": "results/world/critic.pt", "critc": "x"}),
+     "inputs.rewards.world_fidelity.critc"),
+    (lambda c: c["inputs"]["rewards"].update(world_fidelity={"critic": "results/world/critic.pt", "precison": "bf16"}),
+     "inputs.rewards.world_fidelity.precison"),
+    (lambda c: c.update(metric_scales={"hsp": "0-1"}), "metric_scales.hsp"),
+    (lambda c: c.update(seeds=[0, 0]), "seeds"),
+])
+def test_experiment_options_are_checked(edit, named):
+    raw = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())
+    edit(raw)
+    with pytest.raises(ConfigError) as e:
+        Experiment.load(raw)
+    assert named in str(e.value), str(e.value)
