@@ -1,14 +1,17 @@
 """Content digests of weight files and model directories: what pins a run's trained weights and its
 base model by content rather than by path.
 
-A file's digest is the sha256 of its bytes, computed once and cached by the file's identity: its
-device, inode, size, modification time and change time (ns). Every write, truncation, copy over it or
+A file's digest is the sha256 of its bytes, computed once and cached by the file's path and identity:
+its inode, size, modification time and change time (ns). Every write, truncation, copy over it or
 rename onto it changes its mtime or ctime, and user space cannot set a ctime, so a cached digest is
 the digest of the file's current bytes unless they were altered beneath the filesystem (a raw block
-device, a filesystem that does not keep times): the guarantee is sha256's, at the cost of one full
-read of each file per machine (FLUX.1-dev's 34 GB, about a minute; afterwards a stat per file). The
-cache is a JSON file under $EGRPO_CACHE (default $XDG_CACHE_HOME/egrpo or ~/.cache/egrpo); a cache
-that cannot be written only costs the reads again.
+device, a filesystem that does not keep times): the guarantee is sha256's (another base model of the
+same architecture, a retrained or replaced weights file, an edited config all differ), at the cost of
+one full read of each file per cache (FLUX.1-dev's 34 GB, about a minute on local NVMe; afterwards a
+stat per file). The identity holds no device number, so nodes sharing a filesystem and a cache (a home
+folder on a cluster's shared filesystem: inodes and times come from the file server) share the reads.
+The cache is a JSON file under $EGRPO_CACHE (default $XDG_CACHE_HOME/egrpo or ~/.cache/egrpo); a
+cache that cannot be written only costs the reads again.
 
 A model directory's digest covers model_index.json and every file of each component it names
 (transformer, VAE, text encoders, tokenizers, scheduler): the weights and configs diffusers loads, and
@@ -34,7 +37,7 @@ def _cache_dir() -> Path:
 
 
 def _identity(st: os.stat_result) -> list[int]:
-    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def _read_cache(path: Path) -> dict:
@@ -58,8 +61,8 @@ def file_digest(path: str | Path) -> str:
     st = path.stat()
     cache = _cache_dir() / CACHE_FILE
     entry = _read_cache(cache).get(str(path))
-    if entry and entry[:5] == _identity(st):
-        return entry[5]
+    if entry and entry[:-1] == _identity(st):
+        return entry[-1]
     digest = _sha256(path)
     if _identity(path.stat()) == _identity(st):  # unchanged while it was read
         _remember(cache, str(path), _identity(st) + [digest])

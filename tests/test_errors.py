@@ -444,6 +444,19 @@ def eval_out_is_a_folder(env):
             "--out", str(env["dir"] / "eval_folder")], "is a folder"
 
 
+def checkpoint_of_another_base_content(env):
+    """The base model edited in place (same path) between a run's checkpoint and its resume: the
+    checkpoint is another config's, not resumed on a base it was not trained from."""
+    model = _model_copy(env, "edited_in_place")
+    run = env["dir"] / "edited_base_run"
+    shutil.rmtree(run, ignore_errors=True)
+    assert main(_train(env, _config(env, "eb", model__path=str(model)), out=run)) == 0
+    _edit_weights(model / "transformer" / "diffusion_pytorch_model.safetensors",
+                  lambda sd: sd.update({k: v * 0.5 for k, v in list(sd.items())[:1]}))
+    return _train(env, _config(env, "eb_more", model__path=str(model), train__iterations=3), out=run), \
+        "model.path's content (transformer/diffusion_pytorch_model.safetensors has sha256"
+
+
 def reward_weights_missing(env):
     """A reward model's weights not where the options say: named before the backbone loads."""
     config = _config(env, "rw", rewards__names=["hpsv21"],
@@ -476,6 +489,7 @@ CASES = [prompt_missing, prompt_empty, prompt_not_utf8, prompt_unknown_suffix, u
          reward_weights_missing, reward_weights_unset]
 # the cases of issue 24 whose input is knowable before any work: reported before any model loads
 EARLY = CASES[CASES.index(trained_weights_replaced):]
+CASES.append(checkpoint_of_another_base_content)  # found when the checkpoint is read, after the model loads
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
