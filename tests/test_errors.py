@@ -457,6 +457,16 @@ def checkpoint_of_another_base_content(env):
         "model.path's content (transformer/diffusion_pytorch_model.safetensors has sha256"
 
 
+def lora_export_missing_an_adapter(env):
+    """A LoRA export without one adapter must not load the base's (untrained) weights for it."""
+    run = env["dir"] / "lora_missing"
+    shutil.rmtree(run, ignore_errors=True)
+    assert main(_train(env, _config(env, "lora", model__lora_rank=2), out=run)) == 0
+    _edit_weights(run / "final" / "trainable.safetensors", lambda sd: sd.pop(sorted(sd)[0]))
+    _rehash(run)
+    return _evaluate_run(env, run), "1 missing, e.g. ["
+
+
 def reward_weights_missing(env):
     """A reward model's weights not where the options say: named before the backbone loads."""
     config = _config(env, "rw", rewards__names=["hpsv21"],
@@ -489,7 +499,8 @@ CASES = [prompt_missing, prompt_empty, prompt_not_utf8, prompt_unknown_suffix, u
          reward_weights_missing, reward_weights_unset]
 # the cases of issue 24 whose input is knowable before any work: reported before any model loads
 EARLY = CASES[CASES.index(trained_weights_replaced):]
-CASES.append(checkpoint_of_another_base_content)  # found when the checkpoint is read, after the model loads
+# found when the checkpoint is read, after the model loads; or the case trains a run of its own first
+CASES += [checkpoint_of_another_base_content, lora_export_missing_an_adapter]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])

@@ -34,7 +34,7 @@ class NoOptions(Strict):
 
 
 class HpsOptions(Strict):
-    checkpoint: str = Field(description="HPS_v2.1_compressed.pt")
+    checkpoint: str = Field(description="HPS_v2.1_compressed.pt (hpsv20: HPS_v2_compressed.pt)")
     model: str = Field("ViT-H-14", description="an open_clip model name, or a model-config JSON")
 
 
