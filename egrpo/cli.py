@@ -209,7 +209,7 @@ def _eval_outputs(out: str, images: str | None) -> None:
     """The evaluation's CSV (and image folder) can be written: checked before any model loads."""
     writable_file(out, "--out")
     if images:
-        writable_dir(images, "--images")
+        writable_dir(images, "--images", create=False)  # a directory() output of the DAG: made when written
 
 
 def _evaluate_backbone(backbone, protocol, prompts: list[str], out: str, images: str | None) -> None:
@@ -302,7 +302,7 @@ def _render(args) -> None:
     models = [("base", None)] + [tuple(r.split("=", 1)) for r in args.run]
     for name, run in models:
         _check_model(args.model, run, protocol.sampler)
-        writable_dir(Path(args.out) / name, "--out")
+        writable_dir(Path(args.out) / name, "--out", create=False)  # made when written (a directory() output)
     device = _device(args)
     for name, run in models:
         backbone = _load_model(args.model, run, protocol, device)

@@ -33,13 +33,22 @@ def _why(e: OSError) -> str:
     return e.strerror or type(e).__name__
 
 
-def writable_dir(path: str | Path, what: str) -> Path:
+def writable_dir(path: str | Path, what: str, create: bool = True) -> Path:
     """Create folder `path` (and its parents) if needed and check that files can be written in it; a
     one-line InputError naming `what` and the path otherwise (a file in its place, a read-only or
-    full filesystem, no permission)."""
+    full filesystem, no permission). With `create` false nothing is created (a folder the job writes
+    later, which a workflow manager would otherwise find half-made after a kill): its nearest existing
+    folder is checked instead."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"{what} {path} is a file, not a folder")
+    if not create and not path.exists():
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise InputError(f"{what} {path} cannot be created: {blocker} is a file, not a folder")
+        existing = next(p for p in path.parents if p.exists())
+        writable_dir(existing, f"{what} {path}: its folder")
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
