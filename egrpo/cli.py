@@ -403,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--method", choices=list(registry()), help="the method (a resolved config names its own)")
     t.add_argument("--seed", type=int, nargs="+", help="one or more seeds, trained in turn (default: the config's)")
     t.add_argument("--out", required=True, help="run directory; may hold {seed}")
-    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--no-progress", action="store_true", help="no line per iteration")
     t.add_argument("--section", help="read the run config from this top-level key of FILE")
     t.add_argument("--evaluate", metavar="PROTOCOL", help="then evaluate the final model (a protocol file)")
     t.add_argument("--eval-out", help="per-image CSV of --evaluate")
@@ -475,9 +475,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import progress
     from .errors import ConfigError, DeviceError, InputError, NonFiniteRewardError, TrainingError, WeightsMissingError
     from .runs import die_with_launcher
 
+    progress.setup()  # before any library import: timestamped lines; other libraries quiet in a log file
     die_with_launcher()  # a rank torchrun started ends with torchrun, however torchrun ends
     args = build_parser().parse_args(argv)
     try:

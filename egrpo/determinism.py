@@ -28,6 +28,7 @@ import os
 import re
 import sys
 import tempfile
+from pathlib import Path
 from typing import Callable
 
 from .errors import DeviceError
@@ -164,7 +165,7 @@ def cpu_info() -> dict:
     except AttributeError:  # not Linux
         info["usable_cpus"] = os.cpu_count()
     try:
-        text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return info
     fields = dict(re.findall(r"^(model name|vendor_id|flags)\s*:\s*(.*)$", text, re.M)[:3])
@@ -176,7 +177,7 @@ def cpu_info() -> dict:
     base = "/sys/devices/system/cpu/cpu0/cache"
     for entry in sorted(os.listdir(base)) if os.path.isdir(base) else []:
         try:
-            level, kind, size = (open(f"{base}/{entry}/{k}").read().strip() for k in ("level", "type", "size"))
+            level, kind, size = (Path(base, entry, k).read_text().strip() for k in ("level", "type", "size"))
         except OSError:
             continue
         caches[f"L{level}{'' if kind == 'Unified' else kind[0].lower()}"] = size

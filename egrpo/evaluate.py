@@ -24,6 +24,7 @@ from pydantic import Field, model_validator
 from .config import MAX_SEQUENCE_LENGTH, DeterminismConfig, Strict
 from .errors import NonFiniteRewardError
 from .flux import FluxBackbone
+from .progress import Progress
 from .rewards import Reward, RewardName, check_options, score
 from .sampler import initial_noise, make_transitions, sample
 from .schedule import shifted_sigmas
@@ -130,8 +131,9 @@ def image_name(prompt_index: int, sample: int = 0) -> str:
 
 @torch.no_grad()
 def generate(backbone: FluxBackbone, prompts: Sequence[str], indices: Sequence[int], spec: EvalSpec,
-             sample_index: int = 0) -> torch.Tensor:
-    """Images [len(indices), 3, H, W] in [0, 1] for prompts[indices]: the seeded sample_index-th image of each."""
+             sample_index: int = 0, progress: Progress | None = None) -> torch.Tensor:
+    """Images [len(indices), 3, H, W] in [0, 1] for prompts[indices]: the seeded sample_index-th image of each
+    (a line in the log per batch of spec.batch prompts when given a Progress)."""
     out = []
     for lo in range(0, len(indices), spec.batch):
         idx = list(indices[lo:lo + spec.batch])
@@ -150,6 +152,8 @@ def generate(backbone: FluxBackbone, prompts: Sequence[str], indices: Sequence[i
                                    guidance_scale=spec.guidance, latents=latents, output_type="pt",
                                    max_sequence_length=backbone.max_sequence_length).images
             out.append(images.float().cpu())
+        if progress is not None:
+            progress.step()
     return torch.cat(out)
 
 
@@ -181,8 +185,10 @@ def evaluate(backbone: FluxBackbone, prompts: Sequence[str], metrics: dict[str, 
     texts = [prompts[k] for k in indices]
     scored = scored_texts(texts, score_text)
     frames = []
+    batches = -(-len(indices) // spec.batch)
+    progress = Progress("evaluation", spec.samples * batches, unit="batch", enabled=rank == 0)
     for j in range(spec.samples):
-        images = generate(backbone, prompts, indices, spec, sample_index=j)
+        images = generate(backbone, prompts, indices, spec, sample_index=j, progress=progress)
         scores = score_images(images, scored, metrics, indices=indices)
         if image_dir is not None:
             save_images(images, [image_name(k, j) for k in indices], image_dir)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, determinism, failures
+from . import checkpoint, determinism, failures, progress
 from . import distributed as dist
 from .config import Config, resume_conflicts
 from .digest import model_difference, model_digest
@@ -262,8 +262,8 @@ class Trainer:
             conflicts = list(dict.fromkeys(conflicts))
             if conflicts and self.on_config_change == "restart":
                 if self.rank == 0:
-                    print(f"{self.ckpt_dir} is a checkpoint of another config (differs in {', '.join(conflicts)}): "
-                          "starting afresh", flush=True)
+                    progress.log.info("%s is a checkpoint of another config (differs in %s): starting afresh",
+                                      self.ckpt_dir, ", ".join(conflicts))
                     shutil.rmtree(self.ckpt_dir)
                 dist.barrier()
                 meta = None
@@ -309,20 +309,17 @@ class Trainer:
             return self._train()
 
     def _train(self) -> Path:
-        from tqdm import tqdm
-
         self.out.mkdir(parents=True, exist_ok=True)
         start = self.resume()
         if start and self.rank == 0:
-            print(f"resuming from the checkpoint at iteration {start} ({self.ckpt_dir})", flush=True)
+            progress.log.info("resuming from the checkpoint at iteration %d (%s)", start, self.ckpt_dir)
         if self.rank == 0:
             (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
             (self.out / "provenance.json").write_text(json.dumps(provenance(self.cfg, self.device, self.world), indent=2))
         writer = _tensorboard(self.out) if self.rank == 0 else None
         total = self.cfg.train.iterations
-        bar = tqdm(range(start, total), initial=start, total=total, disable=not self.progress,
-                   desc=f"{self.cfg.method.name} seed {self.cfg.seed}")
-        for it in bar:
+        bar = progress.Progress(f"{self.cfg.method.name} seed {self.cfg.seed}", total, start, enabled=self.progress)
+        for it in range(start, total):
             self.iteration = it
             row = self.step(it)
             if self.rank == 0:
@@ -333,7 +330,7 @@ class Trainer:
                         if isinstance(v, (int, float)):
                             writer.add_scalar(k, v, it)
                 first = self.cfg.rewards.names[0]
-                bar.set_postfix(reward=f"{row[f'reward/{first}/mean']:.4f}", loss=f"{row['loss']:.3g}")
+                bar.step(**{f"reward/{first}": row[f"reward/{first}/mean"], "loss": row["loss"]})
             if (it + 1) % self.cfg.train.checkpoint_every == 0 or it + 1 == total:
                 self.save_checkpoint(it + 1)
         m = self.cfg.model

@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -22,9 +23,11 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE)]
 TEST_CONFIG = ROOT / ".test" / "config.yaml"
 
 
-def smk(workdir, *args, env=None, timeout=900, check=True, profile="none"):
-    cmd = SNAKEMAKE + ["--directory", str(workdir), *args] + (["--workflow-profile", profile] if profile else [])
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+def smk(workdir, *args, env=None, timeout=900, check=True, profile="none", snakefile=SNAKEFILE, cwd=ROOT):
+    cmd = ([sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir), *args]
+           + (["--workflow-profile", profile] if profile else []))
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+                       cwd=cwd)
     if check and r.returncode != 0:
         raise AssertionError(f"snakemake failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return r
@@ -66,12 +69,49 @@ def test_dry_run_flux_config(tmp_path):
 
 
 def test_the_default_profile_is_loaded_and_lint_is_clean(tmp_path):
+    """The catalog layout (workflow/Snakefile, run from the checkout) loads the root profiles/default too;
+    both Snakefiles lint clean with both configs."""
     r = smk(tmp_path, "-n", "--configfile", str(ROOT / "config/config.yaml"), profile=None)
-    assert "Using workflow specific profile" in r.stdout + r.stderr and "workflow/profiles/default" in r.stdout + r.stderr
-    for config in ("config/config.yaml", "config/flux.yaml"):
-        r = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--configfile", config], cwd=ROOT,
-                           capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0 and "good condition" in r.stdout + r.stderr, (r.stdout + r.stderr)[-2000:]
+    assert "Using workflow specific profile profiles/default" in r.stdout + r.stderr
+    for snakefile in ("Snakefile", "workflow/Snakefile"):
+        for config in ("config/config.yaml", "config/flux.yaml"):
+            r = subprocess.run([sys.executable, "-m", "snakemake", "-s", snakefile, "--lint", "--configfile", config],
+                               cwd=ROOT, capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0 and "good condition" in r.stdout + r.stderr, (r.stdout + r.stderr)[-2000:]
+
+
+def test_the_root_snakefile_plans_both_dags_with_its_profile(tmp_path):
+    """The layout the project was specified with: `snakemake` beside the root Snakefile plans the default
+    and the flux DAG through its own default target, with profiles/default's resources (one local GPU:
+    a training job of config/flux.yaml gets one process, 8 without the profile)."""
+    root = ROOT / "Snakefile"
+    default = job_counts(smk(tmp_path, "-n", "--configfile", str(ROOT / "config/config.yaml"), snakefile=root,
+                             profile=None, cwd=tmp_path).stdout)
+    catalog = job_counts(smk(tmp_path, "-n", "--configfile", str(ROOT / "config/config.yaml")).stdout)
+    assert default.pop("default") == 1 and catalog.pop("all") == 1 and default == catalog
+    r = smk(tmp_path, "-n", "-p", "--configfile", str(ROOT / "config/flux.yaml"), snakefile=root, profile=None,
+            cwd=tmp_path)
+    out = r.stdout + r.stderr
+    assert f"Using workflow specific profile {ROOT / 'profiles/default'}" in out
+    assert job_counts(r.stdout)["train"] == 48 and "python -m egrpo train" in out and "torchrun" not in out
+    bare = smk(tmp_path, "-n", "-p", "--configfile", str(ROOT / "config/flux.yaml"), snakefile=root, cwd=tmp_path)
+    assert "torchrun --standalone --nproc-per-node 8" in bare.stdout
+
+
+def test_the_driver_environment_installs_snakemake_the_plugin_and_the_package():
+    """environment.yml (conda, not run here): snakemake and the SLURM plugin at pyproject's minimum
+    versions, this package from the checkout, torch pinned as the rule environment pins it."""
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for name in ("snakemake", "snakemake-executor-plugin-slurm"):
+        floor = next(r for r in project if re.match(rf"{name}(\[\w+\])?>=", r)).split(">=")[1]
+        assert f"{name}>={floor}" in conda, (name, conda)
+    assert "-e ." in pip
+    rule_env = yaml.safe_load((ROOT / "workflow/envs/egrpo.yaml").read_text())
+    rule_pip = next(d["pip"] for d in rule_env["dependencies"] if isinstance(d, dict))
+    assert [p for p in pip if p.startswith("torch")] == [p for p in rule_pip if p.startswith("torch")]
 
 
 def _bad_config(tmp_path, base, edit, name="bad.yaml"):
@@ -185,7 +225,8 @@ def test_slurm_profile_submits_one_node_with_the_configs_gpu_count(tmp_path, gpu
     processes alike (a profile edit to 4 GPUs gives 4 ranks, not 8); training is pinned to one node."""
     env, log = _fake_slurm(tmp_path)
     target = "results/runs/hps/egrpo/main/seed0/final/meta.json"
-    profile = yaml.safe_load((ROOT / "workflow/profiles/slurm/config.yaml").read_text())
+    profile = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
+    profile["default-resources"]["slurm_account"] = "their_account"  # the edit the profile asks for
     if gpus:  # a user's profile edit
         profile["set-resources"]["train"]["gpu"] = gpus
     (tmp_path / "profile").mkdir()
@@ -198,10 +239,72 @@ def test_slurm_profile_submits_one_node_with_the_configs_gpu_count(tmp_path, gpu
     assert submit, f"no sbatch call for train:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
     n = gpus or 8
     assert f"--gpus=h100:{n}" in submit[0] and "--nodes=1" in submit[0] and "-t 2880" in submit[0], submit[0][:700]
-    assert "-A 'your_account'" in submit[0] or "-A your_account" in submit[0]
+    assert "--mem 512000" in submit[0] and "-p gpu" in submit[0], submit[0][:700]  # the rule's own memory
+    assert "-A 'their_account'" in submit[0] or "-A their_account" in submit[0]
     dry = smk(tmp_path / "w", target, "-n", "-p", *extra, "--configfile", str(ROOT / "config/flux.yaml")).stdout
     assert f"torchrun --standalone --nproc-per-node {n} -m egrpo train" in dry  # the processes the job's GPUs allow
     assert not [line for line in calls.splitlines() if line.startswith("sbatch") and "rule_run_config" in line]
+
+
+def _message(r) -> list[str]:
+    """The lines a run printed, less Snakemake's note of the profile it loaded."""
+    return [line for line in (r.stdout + r.stderr).strip().splitlines()
+            if not line.startswith("Using workflow specific profile")]
+
+
+def test_the_slurm_profiles_placeholder_account_stops_before_any_submission(tmp_path):
+    """The shipped profile as it is: one line naming the key and the file, and no sbatch call (not
+    three failed submissions of every job)."""
+    env, log = _fake_slurm(tmp_path)
+    r = smk(tmp_path / "w", "--configfile", str(ROOT / "config/flux.yaml"), env=env, check=False, timeout=300,
+            profile=str(ROOT / "profiles/slurm"))
+    lines = _message(r)
+    assert r.returncode != 0 and len(lines) == 1, lines[-20:]
+    assert "slurm_account is still the placeholder 'your_account' (profiles/slurm/config.yaml)" in lines[0]
+    assert "sbatch" not in (log.read_text() if log.exists() else "")
+
+
+def test_the_cpu_config_under_the_slurm_profile_stops_before_any_submission(tmp_path):
+    """config/config.yaml's jobs hold no GPU: sent to the profile's GPU partition, they would queue for
+    GPUs they never use. One line naming the rule and what to change, before anything is submitted."""
+    env, log = _fake_slurm(tmp_path)
+    r = smk(tmp_path / "w", "--configfile", str(ROOT / "config/config.yaml"), "--default-resources",
+            "slurm_account=their_account", env=env, check=False, timeout=300, profile=str(ROOT / "profiles/slurm"))
+    lines = _message(r)
+    assert r.returncode != 0 and len(lines) == 1, lines[-20:]
+    assert "holds no GPU under this config" in lines[0] and "partition 'gpu'" in lines[0], lines[0]
+    assert "sbatch" not in (log.read_text() if log.exists() else "")
+
+
+def _resources(out: str, rule: str) -> dict[str, str]:
+    block = re.split(r"^\S", out.split(f"\nrule {rule}:\n")[1], maxsplit=1, flags=re.M)[0]  # to the next job
+    fields = dict(re.findall(r"^\s+(threads|resources): (.*)$", block, re.M))
+    res = dict(kv.split("=", 1) for kv in fields["resources"].split(", "))
+    return {**res, "threads": fields.get("threads", "1")}
+
+
+def test_rules_carry_their_own_memory_time_and_threads_scaled_by_attempt(tmp_path):
+    """Each rule declares mem_mb and runtime (no profile needed), a retry asks for more (a training job
+    keeps its node's memory), and a GPU job holds 8 CPU threads per GPU (evaluation and rendering too)."""
+    def plan(*args):
+        return smk(tmp_path, "results/eval/base.csv", "results/runs/hps/egrpo/main/seed0/final/meta.json",
+                   "results/qualitative/images", "-n", "--cores", "64", *args, "--configfile",
+                   str(ROOT / "config/flux.yaml")).stdout
+    first, second = plan(), plan("--attempt", "2")
+    for rule, mem, minutes, threads in [("evaluate_base", 96000, 240, 8), ("qualitative_images", 96000, 120, 8),
+                                        ("train", 512000, 2880, 64)]:
+        a, b = _resources(first, rule), _resources(second, rule)
+        assert (int(a["mem_mb"]), int(a["runtime"]), int(a["threads"])) == (mem, minutes, threads), (rule, a)
+        assert int(b["runtime"]) == 2 * minutes and int(b["mem_mb"]) == (mem if rule == "train" else 2 * mem)
+    world = smk(tmp_path, "-n", "--configfile", str(ROOT / "config/config.yaml"), "--attempt", "2").stdout
+    assert int(_resources(world, "world_pretrain")["runtime"]) == 2 * int(
+        _resources(smk(tmp_path, "-n", "--configfile", str(ROOT / "config/config.yaml")).stdout,
+                   "world_pretrain")["runtime"])
+
+
+def test_both_profiles_show_a_failed_jobs_log():
+    for profile in ("default", "slurm"):
+        assert yaml.safe_load((ROOT / "profiles" / profile / "config.yaml").read_text())["show-failed-logs"] is True
 
 
 @pytest.fixture(scope="module")

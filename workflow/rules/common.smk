@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 try:
+    from egrpo.cluster import job_threads, limits, resources_of, submission_error
     from egrpo.determinism import intra_op_threads
     from egrpo.errors import ConfigError
     from egrpo.experiment import BASE_EVAL_CSV, EVAL_CSV, MAIN, RUN_DIR, RUN_LOG, Experiment
@@ -21,7 +22,7 @@ except ImportError as e:
 # (sys.exit: Snakemake prints the message alone, not the schema and the whole config).
 try:
     EXP = Experiment.load(config)
-    check_schema(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
+    check_schema(config, Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml")
 except ConfigError as e:
     sys.exit(str(e))
 
@@ -30,6 +31,9 @@ WORLD = EXP.world is not None
 # are its intra-op threads (a fixed count when set: results change with it)
 DETERMINISM = EXP.determinism
 JOB_THREADS = intra_op_threads(DETERMINISM) or 1
+# a GPU job's threads: the fixed count, else 8 per GPU (what a SLURM job holds: --cpus-per-task)
+TRAIN_THREADS = job_threads(intra_op_threads(DETERMINISM), EXP.gpus.train)
+EVAL_THREADS = job_threads(intra_op_threads(DETERMINISM), EXP.gpus.eval)
 PRETRAIN_THREADS = intra_op_threads(DETERMINISM) or 8  # native: as many as --cores allows, up to 8
 SEEDS = [str(s) for s in EXP.seeds]
 CONFIGURATIONS = EXP.configurations  # (setting, method, variant), seeds aside
@@ -226,3 +230,15 @@ def final_outputs():
             + [path for pattern in runs for path in expand_runs(pattern)]
             + [BASE_EVAL_CSV, BASE_EVAL_SUMMARY, QUALITATIVE_IMAGES] + ([VARIANCE_CSV] if EXP.merge_method else [])
             + specs)
+
+
+def check_submission():
+    """Mistakes in the cluster resources (a placeholder account, a CPU job sent to a GPU partition),
+    caught before any job is submitted: one line naming what to change. Called once every rule exists."""
+    gpus = {r.name: int(getattr(r.resources["gpu"], "raw", r.resources["gpu"]) or 0) if "gpu" in r.resources else 0
+            for r in workflow.rules}
+    # the rules a cluster would submit (workflow.is_local says True for all until an executor is chosen)
+    remote = [r.name for r in workflow.rules if r.name not in workflow._localrules and not r.norun]
+    error = submission_error(*resources_of(workflow.resource_settings), gpus, remote)
+    if error:
+        sys.exit(error)

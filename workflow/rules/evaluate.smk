@@ -28,9 +28,10 @@ if not EVAL_WITH_TRAINING:  # else the train job writes these outputs itself
             "logs/eval/{setting}/{method}/{variant}/seed{seed}.log",
         benchmark:
             "logs/benchmarks/eval/{setting}/{method}/{variant}/seed{seed}.tsv"
-        threads: JOB_THREADS
+        threads: EVAL_THREADS
         resources:
             gpu=EXP.gpus.eval,
+            **limits("evaluate_run", EXP.gpus.eval),
         conda:
             "../envs/egrpo.yaml"
         params:
@@ -54,10 +55,11 @@ rule evaluate_base:
         "logs/eval/base.log",
     benchmark:
         "logs/benchmarks/eval/base.tsv"
-    threads: JOB_THREADS
+    threads: EVAL_THREADS
     priority: 1  # short: run it beside the training jobs, not after the last one
     resources:
         gpu=EXP.gpus.eval,
+        **limits("evaluate_base", EXP.gpus.eval),
     conda:
         "../envs/egrpo.yaml"
     params:
@@ -93,10 +95,11 @@ rule qualitative_images:
         "logs/qualitative_images.log",
     benchmark:
         "logs/benchmarks/qualitative_images.tsv"
-    threads: JOB_THREADS
+    threads: EVAL_THREADS
     priority: 1  # short: run it beside the training jobs, not after the last one
     resources:
         gpu=EXP.gpus.eval,
+        **limits("qualitative_images", EXP.gpus.eval),
     conda:
         "../envs/egrpo.yaml"
     params:
@@ -139,10 +142,11 @@ if EXP.merge_method:  # Fig. 1a (its figure is planned only then)
             "logs/variance.log",
         benchmark:
             "logs/benchmarks/variance.tsv"
-        threads: JOB_THREADS
+        threads: EVAL_THREADS
         priority: 1  # short: run it beside the training jobs, not after the last one
         resources:
             gpu=EXP.gpus.eval,
+            **limits("variance", EXP.gpus.eval),
         conda:
             "../envs/egrpo.yaml"
         shell:

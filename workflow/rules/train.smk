@@ -34,9 +34,10 @@ rule train:
         f"logs/train/{TRAIN_JOB}.log",
     benchmark:
         f"logs/benchmarks/train/{TRAIN_JOB}.tsv"
-    threads: JOB_THREADS
+    threads: TRAIN_THREADS
     resources:
         gpu=EXP.gpus.train,
+        **limits("train", EXP.gpus.train),
     conda:
         "../envs/egrpo.yaml"
     params:
@@ -46,4 +47,4 @@ rule train:
         evaluate=eval_in_train_flags,
     shell:
         "{params.launcher} -m egrpo train --config {input.config} --seed {params.seeds} --out {params.out} "
-        "{params.evaluate} --on-config-change restart --no-progress > {log} 2>&1"
+        "{params.evaluate} --on-config-change restart > {log} 2>&1"

@@ -29,6 +29,8 @@ if WORLD:
         benchmark:
             "logs/benchmarks/world_build.tsv"
         threads: JOB_THREADS
+        resources:
+            **limits("world_build", 0),
         priority: 10  # first: the pretraining that follows needs every core, and all else waits on both
         conda:
             "../envs/egrpo.yaml"
@@ -47,6 +49,8 @@ if WORLD:
         benchmark:
             "logs/benchmarks/world_pretrain.tsv"
         threads: PRETRAIN_THREADS  # Snakemake caps it at --cores
+        resources:
+            **limits("world_pretrain", 0),
         conda:
             "../envs/egrpo.yaml"
         shell:
