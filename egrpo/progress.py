@@ -49,7 +49,7 @@ class _Stderr(logging.StreamHandler):
 def quiet() -> None:
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
-    for name in THIRD_PARTY:
+    for name in ("", *THIRD_PARTY):  # "": the root logger, where open_clip writes its warnings
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     warnings.filterwarnings("default", category=UserWarning, module=r"egrpo(\.|$)")  # egrpo's own warnings stay

@@ -109,7 +109,10 @@ def tiny_open_clip_config(path: Path, name: str, **vision) -> Path:
 def write_hps(path: Path, seed: int = 0) -> tuple[Path, Path]:
     """HPS_v2.1_compressed.pt of a tiny architecture, and that architecture's config (the reward's
     `model` option; the real file needs none: ViT-H-14)."""
-    from hpsv2.src.open_clip import add_model_config, create_model_and_transforms
+    from .rewards.packages import official
+
+    with official("hpsv2"):
+        from hpsv2.src.open_clip import add_model_config, create_model_and_transforms
 
     config = tiny_open_clip_config(path, "hps-tiny")
     add_model_config(config)

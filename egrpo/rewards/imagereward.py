@@ -19,6 +19,7 @@ import torch
 
 from . import Reward, require
 from .images import reward_precision, to_pil
+from .packages import missing
 
 
 
@@ -77,10 +78,10 @@ def install_compat() -> None:
         for name in ("fairscale", "fairscale.nn", "fairscale.nn.checkpoint", "fairscale.nn.checkpoint.checkpoint_activations"):
             sys.modules.setdefault(name, types.ModuleType(name))
         sys.modules["fairscale.nn.checkpoint.checkpoint_activations"].checkpoint_wrapper = checkpoint_wrapper
-    if "ImageReward" not in sys.modules:
+    if sys.modules.get("ImageReward") is None:  # not imported yet (None: an import that must fail)
         spec = importlib.util.find_spec("ImageReward")
         if spec is None:
-            raise ImportError("image-reward is not installed: pip install --no-deps image-reward==1.5")
+            raise missing("ImageReward")
         root = Path(spec.submodule_search_locations[0])
         for name, path in (("ImageReward", root), ("ImageReward.models", root / "models")):
             mod = types.ModuleType(name)  # namespace stubs: skip __init__'s imports of unrelated scorers

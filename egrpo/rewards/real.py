@@ -18,6 +18,7 @@ import torch
 from ..errors import ConfigError, WeightsMissingError
 from . import Reward, option_key, require, reward_spec
 from .images import reward_precision, to_pil
+from .packages import official
 
 
 def _rowwise_dot(image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
@@ -73,7 +74,8 @@ def check_open_clip_checkpoint(model_cfg: dict, checkpoint: str, key: str, state
 def hps_v21(options: dict, device: torch.device, reward: str = "hpsv21") -> Reward:
     """HPS v2.1: hpsv2's own open_clip fork, model and preprocessing (resize longest side, pad).
     options: checkpoint (HPS_v2.1_compressed.pt), model (default ViT-H-14, or a model-config JSON)."""
-    from hpsv2.src.open_clip import add_model_config, create_model_and_transforms, get_model_config, get_tokenizer
+    with official("hpsv2"):
+        from hpsv2.src.open_clip import add_model_config, create_model_and_transforms, get_model_config, get_tokenizer
 
     ckpt = require(options, "checkpoint", reward)
     name = _open_clip_config(options.get("model", "ViT-H-14"), add_model_config)
