@@ -256,8 +256,10 @@ def test_the_slurm_profiles_placeholder_account_stops_before_any_submission(tmp_
     """The shipped profile as it is: one line naming the key and the file, and no sbatch call (not
     three failed submissions of every job)."""
     env, log = _fake_slurm(tmp_path)
+    # the root layout from anywhere: `--workflow-profile slurm` finds profiles/slurm beside the Snakefile
     r = smk(tmp_path / "w", "--configfile", str(ROOT / "config/flux.yaml"), env=env, check=False, timeout=300,
-            profile=str(ROOT / "profiles/slurm"))
+            profile="slurm", snakefile=ROOT / "Snakefile", cwd=tmp_path)
+    assert f"Using workflow specific profile {ROOT / 'profiles/slurm'}" in r.stdout + r.stderr
     lines = _message(r)
     assert r.returncode != 0 and len(lines) == 1, lines[-20:]
     assert "slurm_account is still the placeholder 'your_account' (profiles/slurm/config.yaml)" in lines[0]
