@@ -93,9 +93,10 @@ def test_the_root_snakefile_plans_both_dags_with_its_profile(tmp_path):
             cwd=tmp_path)
     out = r.stdout + r.stderr
     assert f"Using workflow specific profile {ROOT / 'profiles/default'}" in out
-    assert job_counts(r.stdout)["train"] == 48 and "python -m egrpo train" in out and "torchrun" not in out
+    assert "python -m egrpo train" in out and "torchrun" not in out
     bare = smk(tmp_path, "-n", "-p", "--configfile", str(ROOT / "config/flux.yaml"), snakefile=root, cwd=tmp_path)
     assert "torchrun --standalone --nproc-per-node 8" in bare.stdout
+    assert job_counts(r.stdout) == job_counts(bare.stdout) and job_counts(r.stdout)["train"] > 1
 
 
 def test_the_driver_environment_installs_snakemake_the_plugin_and_the_package():
