@@ -28,6 +28,7 @@ from .rewards import RewardName, check_options
 from .strict import FLOAT32_MAX, Strict, key_error
 
 MAX_SEQUENCE_LENGTH = 512  # T5 tokens of a FLUX.1-dev prompt (diffusers' FluxPipeline default)
+GUIDANCE = 3.5  # FLUX.1-dev's guidance embedding (no CFG), in training and in the paper's evaluation
 
 
 class ModelConfig(Strict):
@@ -39,7 +40,7 @@ class ModelConfig(Strict):
     dtype: Literal["auto", "fp32", "bf16"] = "auto"
     device: str = Field("auto", description="auto: cuda:LOCAL_RANK when CUDA is available, else the CPU; "
                         "a bare `cuda` means this rank's GPU")
-    guidance: float = Field(3.5, ge=0)
+    guidance: float = Field(GUIDANCE, ge=0, description="guidance embedding of the distilled model")
     max_sequence_length: int = Field(MAX_SEQUENCE_LENGTH, ge=1, description="T5 tokens of a prompt")
     lora_rank: int = Field(0, ge=0, description="0 = full fine-tuning")
     lora_alpha: float | None = Field(None, gt=0)

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from pydantic import Field, model_validator
 
-from .config import MAX_SEQUENCE_LENGTH, DeterminismConfig, Strict
+from .config import GUIDANCE, MAX_SEQUENCE_LENGTH, DeterminismConfig, Strict
 from .errors import NonFiniteRewardError
 from .flux import FluxBackbone
 from .progress import Progress
@@ -42,7 +42,7 @@ class EvalSpec(Strict):
     shift: float = Field(3.0, gt=0, description="time shift of the `ode` sampler's schedule")
     height: int = Field(32, ge=16)
     width: int = Field(32, ge=16)
-    guidance: float = Field(3.5, ge=0, description="guidance embedding of `flux_pipeline`")
+    guidance: float = Field(GUIDANCE, ge=0, description="guidance embedding of `flux_pipeline`")
     batch: int = Field(16, ge=1, description="images per sampler call")
     seed: int = Field(42, ge=0, description="evaluation seed: each image's seed derives from it, the prompt and the sample")
     samples: int = Field(1, ge=1, description="images per test prompt, averaged per prompt by the tables (the paper: 1)")

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from .config import MAX_SEQUENCE_LENGTH
+from .config import GUIDANCE, MAX_SEQUENCE_LENGTH
 from .errors import WeightsMissingError
 from .schedule import quantized_timestep
 
@@ -144,7 +144,7 @@ class FluxBackbone:
     """
 
     def __init__(self, pipe, *, device: str | torch.device = "cpu", dtype: str | torch.dtype = "auto",
-                 guidance: float = 3.5, max_sequence_length: int = MAX_SEQUENCE_LENGTH, decode_batch: int | None = DECODE_BATCH):
+                 guidance: float = GUIDANCE, max_sequence_length: int = MAX_SEQUENCE_LENGTH, decode_batch: int | None = DECODE_BATCH):
         self.pipe = pipe
         self.decode_batch = decode_batch
         self.device = torch.device(device)
@@ -163,7 +163,7 @@ class FluxBackbone:
         self.passes = 0  # transformer passes, counted per sample row (the compute accounting)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, device="cpu", dtype="auto", guidance=3.5,
+    def from_pretrained(cls, path: str | Path, *, device="cpu", dtype="auto", guidance=GUIDANCE,
                         max_sequence_length=MAX_SEQUENCE_LENGTH, decode_batch: int | None = DECODE_BATCH,
                         hint: str = FLUX_DEV_HINT, transformer: bool | torch.nn.Module = True) -> "FluxBackbone":
         """Load a diffusers Flux-format directory (FLUX.1-dev or a tiny one) with diffusers' classes.

@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 
 from . import distributed as dist
+from .config import GUIDANCE
 from .memory import GiB, plan, total
 
 
@@ -149,7 +150,7 @@ def _inputs(arch: dict, rows: int, num_tokens: tuple[int, int], device) -> dict:
     z = lambda *shape: torch.randn(*shape, device=device)  # noqa: E731
     return dict(hidden_states=z(rows, img, arch["in_channels"]), encoder_hidden_states=z(rows, txt, arch["joint_attention_dim"]),
                 pooled_projections=z(rows, arch["pooled_projection_dim"]), timestep=torch.full((rows,), 0.5, device=device),
-                guidance=torch.full((rows,), 3.5, device=device), txt_ids=torch.zeros(txt, 3, device=device),
+                guidance=torch.full((rows,), GUIDANCE, device=device), txt_ids=torch.zeros(txt, 3, device=device),
                 img_ids=torch.zeros(img, 3, device=device), return_dict=False)
 
 
