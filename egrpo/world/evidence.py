@@ -74,8 +74,8 @@ def report(results: Path = Path("results"), grid: Path | None = None) -> None:
     prompts = [c.text for c in TEST_CAPTIONS]
     res = Path(results)
     rows = {"base": res / "eval/base_images"}
-    for run in sorted((res / "eval/hps").glob("*/main/seed0_images")):
-        rows[run.parts[-3]] = run
+    for run in sorted((res / "eval").glob("*/*/main/seed0_images")):  # every setting's trained methods
+        rows[f"{run.parts[-4]}/{run.parts[-3]}"] = run
     for label, folder in rows.items():
         acc = folder_accuracy(folder, prompts)
         print(label, " ".join(f"{k} {v:.3f}" for k, v in acc.items()))
