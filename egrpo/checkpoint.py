@@ -23,7 +23,6 @@ model is an error naming both, never a silently wrong score.
 from __future__ import annotations
 
 import errno
-import hashlib
 import io
 import json
 import os
@@ -35,7 +34,7 @@ from pathlib import Path
 import torch
 
 from . import distributed as dist
-from .digest import file_digest, model_difference, model_digest
+from .digest import file_digest, model_difference, model_digest, sha256
 from .errors import InputError, WeightsMissingError
 
 META = "meta.json"
@@ -45,14 +44,6 @@ def _options(**kw):
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
     return StateDictOptions(ignore_frozen_params=True, **kw)  # frozen weights come from the base model
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def disk_error(e: BaseException, path: Path) -> InputError | None:
@@ -101,11 +92,11 @@ def save(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, m
     dist.raise_together(str(error) if error else None, InputError)
     t1 = time.perf_counter()
     rank = dist.rank()
-    mine = {f.name: _sha256(f) for f in sorted(tmp.iterdir()) if f.name.startswith(f"__{rank}_")}
+    mine = {f.name: sha256(f) for f in sorted(tmp.iterdir()) if f.name.startswith(f"__{rank}_")}
     files = dist.all_gather_dict(mine)
     t2 = time.perf_counter()
     if rank == 0:
-        files[".metadata"] = _sha256(tmp / ".metadata")
+        files[".metadata"] = sha256(tmp / ".metadata")
         (tmp / META).write_text(json.dumps({**meta, "files": files}, indent=1))
         old = path.with_name(path.name + ".old")
         if path.exists():
@@ -164,7 +155,7 @@ def verify(path: Path, meta: dict) -> None:
         f = path / name
         if not f.is_file():
             bad = f"{f} is missing"
-        elif _sha256(f) != meta["files"][name]:
+        elif sha256(f) != meta["files"][name]:
             bad = f"{f} does not match its checksum in {path / META} (truncated or corrupt)"
         if bad:
             break

@@ -47,7 +47,8 @@ def _read_cache(path: Path) -> dict:
         return {}
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in 16 MiB blocks (no cache: checkpoints' shards are read once)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 24), b""):
@@ -63,7 +64,7 @@ def file_digest(path: str | Path) -> str:
     entry = _read_cache(cache).get(str(path))
     if entry and entry[:-1] == _identity(st):
         return entry[-1]
-    digest = _sha256(path)
+    digest = sha256(path)
     if _identity(path.stat()) == _identity(st):  # unchanged while it was read
         _remember(cache, str(path), _identity(st) + [digest])
     return digest
