@@ -48,6 +48,14 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _lock_free(run: Path) -> bool:
+    try:
+        with RunLock(run):
+            return True
+    except InputError:
+        return False
+
+
 def _children(pid: int) -> list[int]:
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -116,8 +124,9 @@ def test_the_ranks_of_a_torchrun_job_die_with_their_launcher(tmp_path, tiny_flux
         launcher.kill()
         launcher.wait(timeout=60)
         _wait_for(lambda: not any(map(_alive, ranks)), "the ranks to die with their launcher", timeout=30)
-        with RunLock(run):
-            pass
+        # the kernel releases the lock as the last descriptor closes, which on a loaded machine can trail
+        # the ranks' exit by a moment; a launcher that left its ranks alive never frees it
+        _wait_for(lambda: _lock_free(run), "the run's lock to be released", timeout=60)
     finally:
         for pid in [launcher.pid, *ranks]:
             try:
