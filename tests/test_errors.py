@@ -527,16 +527,20 @@ def test_knowable_bad_input_is_reported_before_any_model_loads(env, case, capsys
     assert len(lines) == 1 and named in lines[0], lines
 
 
+def _tmpfs(folder: Path, options: str, what: str):
+    """Mount a tmpfs with `options` on `folder` for one test (skipped where mounting is not allowed)."""
+    folder.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount {what} here ({r.stderr.strip()})")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=False)
+
+
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 256 KiB filesystem: room for a run's config and log, not for its checkpoint."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({r.stderr.strip()})")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+    yield from _tmpfs(tmp_path / "disk", "size=256k", "a small tmpfs")
 
 
 def test_a_full_disk_names_the_path_and_keeps_the_last_checkpoint(env, tiny_disk, capsys):
@@ -582,13 +586,7 @@ def test_a_full_disk_during_the_final_export_names_the_file(env, where, named, c
 @pytest.fixture
 def read_only_dir(tmp_path):
     """A read-only filesystem (root ignores a folder's permission bits, not a read-only mount)."""
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(mount)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here ({r.stderr.strip()})")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+    yield from _tmpfs(tmp_path / "ro", "size=64k,ro", "a read-only tmpfs")
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "world build"])
