@@ -9,7 +9,9 @@ transformer calls alone (same batch shapes, same order, random inputs; forward o
 forward+backward where the loop trained), measured in the same run; ratio+decode also replays the
 VAE decodes (E-GRPO decodes every branch of every active step, 8x the images of DanceGRPO). Each
 iteration is replayed right after it runs; the ratios are medians over iterations. E-GRPO is also
-run with its lanes unbatched (lockstep off) to show what batching branches and tails buys; and its
+run with its lanes unbatched (lockstep off) to show what batching branches and tails buys, and
+BranchGRPO and GranularGRPO with one training forward per transition (unpacked) to show what packing
+a step's transitions into shared forwards buys; and E-GRPO's
 256 images an iteration are decoded in one VAE call and in chunks of model.decode_batch, alternating
 (timings on a shared machine drift over minutes; interleaving cancels it). Prints ratios, never
 compares with fixed times.
@@ -28,7 +30,7 @@ import torch
 import egrpo.trainer as trainer_mod
 from egrpo.config import resolve
 from egrpo.rewards import register
-from egrpo.rollout import sample_iteration
+from egrpo.rollout import sample_iteration, training_batches
 from egrpo.trainer import Trainer
 
 PROMPTS = ["a red circle at the top left", "a blue square at the top right", "a green triangle at the bottom left",
@@ -81,7 +83,12 @@ def replay(backbone, velocity_fn, decode_fn, events, h, w, kind="forward") -> fl
     return time.perf_counter() - start
 
 
-def bench(model, method, iterations, lockstep=True, **method_kw):
+def unpacked(units, micro_batch, updates=None):
+    """training_batches with every merged unit a forward of its own (one transition per forward)."""
+    return [[[u] for f in step for u in f] for step in training_batches(units, micro_batch, updates)]
+
+
+def bench(model, method, iterations, lockstep=True, packed=True, **method_kw):
     raw = {"name": "bench", "model": {"path": model, "height": 32, "width": 32, "max_sequence_length": 16},
            "train": {"prompts": PROMPTS, "iterations": iterations, "prompts_per_iteration": 2,
                      "checkpoint_every": 10**6, "micro_batch": 16, "probe": False},
@@ -91,7 +98,8 @@ def bench(model, method, iterations, lockstep=True, **method_kw):
     events, velocity_fn, decode_fn = recorder(tr.backbone)
     unbatched = lambda *a, **k: sample_iteration(*a, **k, lockstep=False)  # noqa: E731
     rows = []  # (log row, measured s, replayed forwards s, replayed decodes s, events) per iteration
-    with mock.patch.object(trainer_mod, "sample_iteration", sample_iteration if lockstep else unbatched):
+    with mock.patch.object(trainer_mod, "sample_iteration", sample_iteration if lockstep else unbatched), \
+            mock.patch.object(trainer_mod, "training_batches", training_batches if packed else unpacked):
         tr.step(0)  # warm-up
         for it in range(1, iterations + 1):
             events.clear()
@@ -119,6 +127,7 @@ def main():
     p.add_argument("--model", default=None, help="a Flux-format directory (default: a fresh tiny one)")
     p.add_argument("--iterations", type=int, default=5)
     p.add_argument("--threads", type=int, default=1, help="torch threads (the DAG runs each job on one)")
+    p.add_argument("--methods", nargs="*", help="only these methods' rows (default: all)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -127,18 +136,24 @@ def main():
         from egrpo.tiny_flux import save_tiny_flux
 
         model = str(save_tiny_flux(tempfile.mkdtemp()))
-    cases = [("egrpo", {}, True), ("egrpo (unbatched lanes)", {}, False), ("dancegrpo", {}, True),
-             ("mixgrpo", {"num_steps": 25}, True), ("mixgrpo_flash", {"num_steps": 25}, True),
-             ("g2rpo", {}, True), ("tempflow", {"shift": 3.0}, True), ("branchgrpo", {"split_points": [0, 3, 6]}, True)]
+    branch = {"split_points": [0, 3, 6]}
+    cases = [("egrpo", {}, True, True), ("egrpo (unbatched lanes)", {}, False, True), ("dancegrpo", {}, True, True),
+             ("mixgrpo", {"num_steps": 25}, True, True), ("mixgrpo_flash", {"num_steps": 25}, True, True),
+             ("g2rpo", {}, True, True), ("g2rpo (unpacked forwards)", {}, True, False),
+             ("tempflow", {"shift": 3.0}, True, True), ("branchgrpo", branch, True, True),
+             ("branchgrpo (unpacked forwards)", branch, True, False)]
+    cases = [c for c in cases if not args.methods or c[0].split()[0] in args.methods]
     print(f"model {model}; 2 prompts/iteration, G = 8, 32x32; {torch.get_num_threads()} threads")
-    print(f"{'method':26s} {'total s':>8s} {'sample':>7s} {'reward':>7s} {'train':>7s} {'rest':>6s} "
+    print(f"{'method':30s} {'total s':>8s} {'sample':>7s} {'reward':>7s} {'train':>7s} {'rest':>6s} "
           f"{'passes':>7s} {'calls':>6s} {'ratio':>6s} {'decode':>7s} {'ratio+decode':>12s}")
-    for label, kw, lockstep in cases:
+    for label, kw, lockstep, packed in cases:
         method = label.split()[0]
-        r = bench(model, method, args.iterations, lockstep, **kw)
-        print(f"{label:26s} {r['total_s']:8.3f} {r['sampling_s']:7.3f} {r['reward_s']:7.3f} {r['training_s']:7.3f} "
+        r = bench(model, method, args.iterations, lockstep, packed, **kw)
+        print(f"{label:30s} {r['total_s']:8.3f} {r['sampling_s']:7.3f} {r['reward_s']:7.3f} {r['training_s']:7.3f} "
               f"{r['rest_s']:6.3f} {r['passes']:7.0f} {r['forward_calls']:6.0f} {r['ratio']:6.2f} "
               f"{r['decode_s']:7.3f} {r['ratio_with_decode']:12.2f}")
+    if args.methods and "egrpo" not in args.methods:
+        return
     chunk, speedup = decode_chunking(model)
     print(f"VAE decode of E-GRPO's 256 images: one call takes {speedup:.2f}x the time of chunks of {chunk} "
           f"(median of 8 interleaved rounds)")

@@ -175,7 +175,7 @@ class TrainConfig(Strict):
     export_dtype: Literal["fp32", "bf16"] = Field(
         "fp32", description="dtype of the exported trained weights: fp32, the master weights as the releases save "
         "them (FLUX: 48 GB a run); bf16 halves that and rounds away updates below half a bf16 step of a weight")
-    micro_batch: int = Field(12, ge=1, description="distinct latents per training forward")
+    micro_batch: int = Field(12, ge=1, description="distinct latents per training forward (a step's transitions packed together: the timestep is per row)")
     sample_batch: int | None = Field(None, ge=1, description="max rows per sampling forward (None: no cap)")
     parallel: Literal["ddp", "fsdp"] = "ddp"
     probe: bool = Field(True, description="score one ODE sample per prompt of the current policy each "

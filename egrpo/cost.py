@@ -57,6 +57,8 @@ class IterationCost:
     images: int  # decoded and rewarded images
     sampling_batch: int  # the largest sampling forward
     training_batch: int  # the largest training forward
+    sampling_forwards: int  # transformer calls of the sampling phase
+    training_forwards: int  # transformer calls (forward and backward) of the training phase
 
     @property
     def passes(self) -> int:
@@ -69,7 +71,7 @@ def iteration_cost(method: MethodConfig, prompts: int, *, iteration: int = 0, sa
     every trainable transition (DanceGRPO trains a random subset per row): the largest training
     forward any iteration can reach, for the memory plan. seed_key: a run's (name, method, seed,
     iteration), whose random subsets it then counts."""
-    from .rollout import GroupSample, Prompt, merge_units, sample_iteration, train_units
+    from .rollout import GroupSample, Prompt, sample_iteration, train_units, training_batches
 
     backbone = StandInBackbone()
     plan = build_plan(method).for_iteration(iteration)
@@ -79,18 +81,18 @@ def iteration_cost(method: MethodConfig, prompts: int, *, iteration: int = 0, sa
     slots = [Prompt(iteration * prompts + k, 0, "", stand_in_embeds()) for k in range(prompts)]  # the trainer's
     key = seed_key or ("cost", method.name, 0, iteration)
     sample = sample_iteration(backbone, plan, slots, key, method.group_size, 16, 16, max_batch=sample_batch)
-    sampling = backbone.passes, max(backbone.batches, default=0)
+    sampling = backbone.passes, max(backbone.batches, default=0), len(backbone.batches)
     units = []
     for group in sample.groups:
         g: GroupSample = group
         shape = (len(g.log_probs),) if g.rollout.edges is None else tuple(g.log_probs.shape)
         g.advantages = torch.zeros(shape)
         units += train_units(g, key, micro_batch, method)
-    merged = [u for k in sorted({u.update for u in units}) for u in merge_units([v for v in units if v.update == k],
-                                                                                micro_batch)]
-    return IterationCost(sampling[0], sum(len(u.x) for u in merged), sum(len(u.prev) for u in merged),
-                         len({u.update for u in units}), sum(len(im) for g in sample.groups for im in g.images.values()),
-                         sampling[1], max((len(u.x) for u in merged), default=0))
+    forwards = [f for step in training_batches(units, micro_batch) for f in step]
+    return IterationCost(sampling[0], sum(len(u.x) for f in forwards for u in f),
+                         sum(len(u.prev) for f in forwards for u in f), len({u.update for u in units}),
+                         sum(len(im) for g in sample.groups for im in g.images.values()), sampling[1],
+                         max((sum(len(u.x) for u in f) for f in forwards), default=0), sampling[2], len(forwards))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     exp = Experiment.load(raw) if "training" in raw else None
     names = args.methods or (exp.methods if exp else list(registry()))
     print(f"{'method':14s} {'prompts':>7s} {'iters':>5s} {'sampling':>9s} {'training':>9s} {'passes':>8s} "
-          f"{'per prompt':>10s} {'pairs':>6s} {'updates':>7s} {'images':>6s} {'run passes':>11s}")
+          f"{'per prompt':>10s} {'pairs':>6s} {'updates':>7s} {'forwards':>8s} {'images':>6s} {'run passes':>11s}")
     for name in names:
         if exp:
             cfg = exp.run_config(next(iter(exp.settings)), name)
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         passes = mean["sampling_rows"] + mean["training_rows"]
         print(f"{name:14s} {prompts:7d} {total:5d} {mean['sampling_rows']:9.0f} {mean['training_rows']:9.0f} "
               f"{passes:8.0f} {passes / prompts:10.0f} {mean['trained_pairs']:6.0f} {mean['updates']:7.1f} "
-              f"{mean['images']:6.0f} {passes * total:11,.0f}")
+              f"{mean['sampling_forwards'] + mean['training_forwards']:8.0f} {mean['images']:6.0f} {passes * total:11,.0f}")
 
 
 if __name__ == "__main__":

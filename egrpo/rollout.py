@@ -20,7 +20,7 @@ from .methods import MethodConfig
 from .objectives import Aggregation, clipped_ratio_loss, rollout_advantages, tree_advantages
 from .plans import IterationPlan, Rollout
 from .sampler import Lane, Tree, initial_noise, make_transitions, run_lanes
-from .sde import transition_std
+from .sde import sde_step, transition_std
 from .seeding import generator
 
 FINAL = "final"  # image key of a rollout without tails: its head's own end
@@ -318,8 +318,8 @@ def unit_loss(unit: TrainUnit, log_prob: torch.Tensor, clip_range: float) -> tup
 
 def merge_units(units: list[TrainUnit], micro_batch: int) -> list[TrainUnit]:
     """Units of one optimizer step that take the same transition (same i -> j, rule, noise, sigmas and
-    loss weight), batched into forwards of at most `micro_batch` distinct inputs across groups and
-    prompts: the same loss, far fewer (and fuller) forward and backward calls."""
+    loss weight), merged into units of at most `micro_batch` distinct inputs across groups and
+    prompts: the same loss, scored by one SDE step each."""
     buckets: dict[tuple, list[list[TrainUnit]]] = {}
     for u in units:
         key = (u.update, u.i, u.j, u.rule, u.eta, tuple(u.sigmas.tolist()), u.weight)
@@ -334,17 +334,66 @@ def merge_units(units: list[TrainUnit], micro_batch: int) -> list[TrainUnit]:
                 out.append(chunk[0])
                 continue
             offsets = torch.tensor([0] + [len(u.x) for u in chunk[:-1]]).cumsum(0).tolist()
-            embeds = [u.embeds.select([0] * len(u.x)) if len(u.embeds) != len(u.x) else u.embeds for u in chunk]
             first = chunk[0]
             out.append(TrainUnit(
-                first.update, first.sigmas, first.i, first.j, first.rule, first.eta,
-                PromptEmbeds(torch.cat([e.prompt for e in embeds]), torch.cat([e.pooled for e in embeds]),
-                             first.embeds.text_ids),
+                first.update, first.sigmas, first.i, first.j, first.rule, first.eta, _cat_embeds(chunk),
                 torch.cat([u.x for u in chunk]),  # [sum U, N, C]
                 torch.cat([u.index + o for u, o in zip(chunk, offsets)]),  # [sum M] into x
                 torch.cat([u.prev for u in chunk]), torch.cat([u.old_log_prob for u in chunk]),
                 torch.cat([u.advantages for u in chunk]), first.weight))
     return out
+
+
+def pack_forwards(units: list[TrainUnit], micro_batch: int) -> list[list[TrainUnit]]:
+    """Units of one optimizer step packed into training forwards of at most `micro_batch` distinct
+    inputs whatever their transitions (the timestep is per row), first fit by decreasing size: a
+    tree's edges at many depths, or a plan's branches at several steps, cost a few full forwards
+    rather than one small forward each. A unit larger than `micro_batch` is a forward of its own."""
+    forwards: list[list[TrainUnit]] = []
+    sizes: list[int] = []
+    for u in sorted(units, key=lambda u: -len(u.x)):  # stable: equal sizes keep their order
+        slot = next((f for f, size in enumerate(sizes) if size + len(u.x) <= micro_batch), None)
+        if slot is None:
+            forwards.append([])
+            sizes.append(0)
+            slot = len(forwards) - 1
+        forwards[slot].append(u)
+        sizes[slot] += len(u.x)
+    return forwards
+
+
+def training_batches(units: list[TrainUnit], micro_batch: int, updates: int | None = None) -> list[list[list[TrainUnit]]]:
+    """The iteration's units as `updates` optimizer steps (default: through the last unit's), each a
+    list of packed training forwards (empty for a step with no unit here, so ranks stay aligned)."""
+    n = max((u.update + 1 for u in units), default=0) if updates is None else updates
+    return [pack_forwards(merge_units([u for u in units if u.update == k], micro_batch), micro_batch)
+            for k in range(n)]
+
+
+def forward_inputs(forward: list[TrainUnit]) -> tuple[torch.Tensor, torch.Tensor, PromptEmbeds]:
+    """The packed forward's latents [sum U, N, C], per-row sigmas [sum U] and conditioning."""
+    x = torch.cat([u.x for u in forward])
+    sigma = torch.cat([u.sigmas[u.i].float().expand(len(u.x)) for u in forward])
+    return x, sigma, _cat_embeds(forward)
+
+
+def forward_loss(forward: list[TrainUnit], v: torch.Tensor, clip_range: float) -> tuple[torch.Tensor, ...]:
+    """Loss rows, ratios and clipped flags of a packed forward's units given its velocities: each
+    unit's transitions scored by their own SDE step."""
+    parts = []
+    for u, v_u in zip(forward, v.split([len(u.x) for u in forward])):
+        step = sde_step(u.x[u.index], v_u[u.index], u.sigmas, u.i, u.j, rule=u.rule, eta=u.eta, prev_sample=u.prev)
+        parts.append(unit_loss(u, step.log_prob, clip_range))
+    return tuple(torch.cat(t) for t in zip(*parts))
+
+
+def _cat_embeds(units: list[TrainUnit]) -> PromptEmbeds:
+    """The units' conditioning, one row per distinct input (a unit's single prompt row repeated)."""
+    if len(units) == 1 and len(units[0].embeds) in (1, len(units[0].x)):
+        return units[0].embeds
+    embeds = [u.embeds.select([0] * len(u.x)) if len(u.embeds) != len(u.x) else u.embeds for u in units]
+    return PromptEmbeds(torch.cat([e.prompt for e in embeds]), torch.cat([e.pooled for e in embeds]),
+                        units[0].embeds.text_ids)
 
 
 def score_sample(sample: IterationSample, rewards: Mapping[str, object], batch: int) -> None:

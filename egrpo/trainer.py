@@ -29,8 +29,8 @@ from .memory import PhasePeaks, device_gib, keeps_gathered
 from .methods import build_plan
 from .prompts import load_prompts
 from .rewards import build_reward, check_inputs, check_prompts
-from .rollout import (Prompt, group_advantages_of, merge_units, sample_iteration, score_sample, train_units,
-                      unit_loss)
+from .rollout import (Prompt, forward_inputs, forward_loss, group_advantages_of, sample_iteration, score_sample,
+                      train_units, training_batches)
 from .sde import sde_step
 from .seeding import derive_seed, generator
 from .startup import builds_sharded, sharded_transformer
@@ -205,22 +205,23 @@ class Trainer:
         up; a non-finite loss on any rank stops every rank before the step is applied."""
         cfg, bb = self.cfg, self.backbone
         n_updates = int(dist.all_reduce(torch.tensor(max((u.update for u in units), default=-1) + 1), "max"))
+        steps = training_batches(units, cfg.train.micro_batch, n_updates)
+        pad = units[:1]  # a zero-weight forward where this rank has fewer forwards than another
         loss_sum = ratio_sum = clipped = ratio_dev = first_dev = 0.0
         pairs, grad_norms = 0.0, []
-        for k in range(n_updates):
-            mine = merge_units([u for u in units if u.update == k], cfg.train.micro_batch)
-            n_units = int(dist.all_reduce(torch.tensor(len(mine)), "max"))
-            rows = float(dist.all_reduce(torch.tensor(float(sum(len(u.prev) for u in mine)))))
+        for k, mine in enumerate(steps):
+            n_forwards = int(dist.all_reduce(torch.tensor(len(mine)), "max"))
+            rows = float(dist.all_reduce(torch.tensor(float(sum(len(u.prev) for f in mine for u in f)))))
             if rows == 0:
                 continue
             scale = self.world / rows  # DDP/FSDP average over ranks -> the step's mean over pairs
             bad = False
-            for m in range(n_units):
-                u, weight = (mine[m], 1.0) if m < len(mine) else ((mine or units)[0], 0.0)
-                with dist.no_sync(self.model, skip=m < n_units - 1):
-                    v = bb.velocity(u.x, u.sigmas[u.i], u.embeds, cfg.model.height, cfg.model.width, module=self.model)
-                    step = sde_step(u.x[u.index], v[u.index], u.sigmas, u.i, u.j, rule=u.rule, eta=u.eta, prev_sample=u.prev)
-                    loss_rows, ratio, was_clipped = unit_loss(u, step.log_prob, cfg.optim.clip_range)
+            for m in range(n_forwards):
+                forward, weight = (mine[m], 1.0) if m < len(mine) else (pad, 0.0)
+                with dist.no_sync(self.model, skip=m < n_forwards - 1):
+                    x, sigma, embeds = forward_inputs(forward)
+                    v = bb.velocity(x, sigma, embeds, cfg.model.height, cfg.model.width, module=self.model)
+                    loss_rows, ratio, was_clipped = forward_loss(forward, v, cfg.optim.clip_range)
                     loss = loss_rows.sum() * scale * weight
                     bad |= not bool(torch.isfinite(loss))
                     loss.backward()

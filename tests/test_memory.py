@@ -115,7 +115,8 @@ def test_phase_peaks_reset_the_allocator_counter_per_phase(monkeypatch):
 def test_each_methods_forward_shapes_from_its_plan():
     """The plan's training batch is the distinct inputs a forward takes on one rank (flux.yaml, 8 GPUs):
     E-GRPO's branches share their anchor latent (1 row; GranularGRPO's 2 prompts a rank: 2), TempFlow-GRPO's
-    24 prompts a rank one per group (12: micro_batch), DanceGRPO's 2 prompts at most 4 rows each a step."""
+    24 prompts a rank one per group (12: micro_batch); DanceGRPO's and BranchGRPO's steps pack their
+    transitions into forwards (timesteps per row): up to 10 of DanceGRPO's rows, 12 tree edges (micro_batch)."""
     from egrpo.experiment import Experiment
     from egrpo.memory import forward_shapes
 
@@ -124,7 +125,7 @@ def test_each_methods_forward_shapes_from_its_plan():
     exp = Experiment.load(raw)
     shapes = {m: forward_shapes(exp.run_config("hps", m), 8) for m in exp.methods}
     assert {m: s.training_batch for m, s in shapes.items()} == {
-        "egrpo": 1, "g2rpo": 2, "dancegrpo": 8, "mixgrpo": 12, "tempflow": 12, "branchgrpo": 4}
+        "egrpo": 1, "g2rpo": 2, "dancegrpo": 10, "mixgrpo": 12, "tempflow": 12, "branchgrpo": 12}
     assert {m: s.sampling_batch for m, s in shapes.items()} == {
         "egrpo": 24, "g2rpo": 24, "dancegrpo": 24, "mixgrpo": 24, "tempflow": 24, "branchgrpo": 16}
     for m in exp.methods:
