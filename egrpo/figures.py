@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -43,11 +44,17 @@ def entropy_frame(spec: EntropySpec) -> pd.DataFrame:
     return df
 
 
+def wrap(label: str, width: int = 38) -> str:
+    """An axis label on lines of at most `width` characters (a long one would run past the figure)."""
+    return "\n".join(textwrap.wrap(label, width))
+
+
 def save(fig, stem: Path) -> None:
+    """PNG and PDF, the canvas grown to every label (bbox_inches='tight': nothing clipped at its edge)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(stem.with_suffix(".png"), dpi=150)
-    fig.savefig(stem.with_suffix(".pdf"))
+    fig.savefig(stem.with_suffix(".png"), dpi=150, bbox_inches="tight", pad_inches=0.1)
+    fig.savefig(stem.with_suffix(".pdf"), bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)
 
 
@@ -80,7 +87,7 @@ def variance_figure(csv: Path, stem: Path, reward: str) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     for label, grp in df.groupby("merge"):
         ax.plot(grp.step, grp.reward_std, marker="o", label=f"{label} one-step SDE")
-    ax.set(xlabel="denoising step of the SDE branch (0 = pure noise)", ylabel=f"std of {reward} over the branches",
+    ax.set(xlabel="denoising step of the SDE branch (0 = pure noise)", ylabel=wrap(f"std of {reward} over the branches"),
            title="Reward spread from one stochastic step")
     ax.legend()
     save(fig, stem)
@@ -124,15 +131,25 @@ def reward_curves(logs: dict[str, Sequence[Path]], methods: dict, reward: str, r
             before = np.concatenate([[0.0], np.cumsum(spent)[:-1]])
             axes[1].plot(before, probe.mean(0), color=line.get_color(), label=display_name(method))
             axes[1].fill_between(before, probe.min(0), probe.max(0), alpha=0.2, color=line.get_color())
-    axes[0].set(xlabel="training iteration", ylabel=f"training reward: {reward_label}",
+    axes[0].set(xlabel="training iteration", ylabel=wrap(f"training reward: {reward_label}"),
                 title="As each release logs it (E-GRPO, GranularGRPO: anchor image;\nothers: mean over samples)")
     axes[1].set(xlabel="transformer passes spent (sampling + training)",
-                ylabel=f"{reward_label} of the policy's ODE sample", title="Against compute (same quantity for all)")
+                ylabel=wrap(f"{reward_label} of the policy's ODE sample"), title="Against compute (same quantity for all)")
     if budget:
         axes[1].axvline(budget, color="k", ls="--", lw=1, label="equal-compute budget (Table 1)")
     axes[0].legend(fontsize=8)
     axes[1].legend(fontsize=8)
+    seeds = sorted({len(paths) for paths in logs.values()})
+    fig.text(0.5, 0, band_note(seeds, smooth), ha="center", va="top", fontsize=8)
     save(fig, stem)
+
+
+def band_note(seeds: Sequence[int], smooth: int) -> str:
+    """What Fig. 4's lines and bands are (`seeds`: the methods' seed counts)."""
+    n = "/".join(map(str, seeds))
+    band = "band: min to max over the seeds" if max(seeds) > 1 else "no band: one seed"
+    return (f"line: mean over {n} training seed{'s' if n != '1' else ''} of the trailing mean of {smooth} "
+            f"iterations; {band}")
 
 
 def qualitative_grid(columns: dict[str, Path], prompts: Sequence[str], indices: Sequence[int], stem: Path) -> None:
