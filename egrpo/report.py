@@ -2,7 +2,7 @@
 resolution-aware comparisons (egrpo.stats): each method's gain over the base model, the paper's
 ordering claims pair by pair, each ablation's claim that the main E-GRPO row is best, and the
 methods' training reward at equal transformer passes. Each table's claims are decided together
-(egrpo.verdicts). Written as Markdown, LaTeX and CSV."""
+(egrpo.verdicts). Written as Markdown, HTML (for the report), LaTeX and CSV."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import paper
+from . import report_pages as pages
 from .experiment import MAIN, Experiment, Run
 from .methods import display_name
 from .stats import Comparison, chain_verdict, compare, compare_seeds, crossed_interval, per_prompt
@@ -249,10 +250,12 @@ class Tables:
         stem.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(stem.with_suffix(".csv"), index=False)
         disp = render(table, self.metrics, self.exp.compare_paper)
-        md = [f"# {title}", "", disp.to_markdown(index=False), "", *[f"- {n}" for n in self.common_notes() + notes]]
+        lines = self.common_notes() + notes
         if self.exp.compare_paper:
-            md.append("- paper: the value reported in arXiv 2601.00423; Δ = reproduced - paper")
+            lines.append("paper: the value reported in arXiv 2601.00423; Δ = reproduced - paper")
+        md = [f"# {title}", "", disp.to_markdown(index=False), "", *[f"- {n}" for n in lines]]
         stem.with_suffix(".md").write_text("\n".join(md) + "\n")
+        stem.with_suffix(".html").write_text(pages.table_page(title, disp, lines))  # what the HTML report shows
         stem.with_suffix(".tex").write_text(disp.to_latex(index=False, escape=True, caption=title))
 
     def build_all(self) -> list[tuple[str, str, pd.DataFrame, list[str]]]:
@@ -269,7 +272,9 @@ class Tables:
         for stem, title, table, notes in self.build_all():
             self.write(table, notes, out_dir / stem, title)
             written.append(out_dir / f"{stem}.md")
-        frame(self.claims).to_csv(out_dir / "comparisons.csv", index=False)
+        claims = frame(self.claims)
+        claims.to_csv(out_dir / "comparisons.csv", index=False)
+        (out_dir / "comparisons.html").write_text(pages.comparisons_page(claims))
         return written
 
 

@@ -76,3 +76,40 @@ def bare_checkout(tmp_path_factory):
             continue
         (site / entry.name).symlink_to(entry)
     return venv / "bin" / "python", tree
+
+
+def html_tables(text: str) -> list[list[list[str]]]:
+    """Every <table> of an HTML page as rows of cell texts (header row first), by the standard parser."""
+    from html.parser import HTMLParser
+
+    class Tables(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tables, self.cell = [], None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "table":
+                self.tables.append([])
+            elif tag == "tr":
+                self.tables[-1].append([])
+            elif tag in ("td", "th"):
+                self.cell = []
+
+        def handle_endtag(self, tag):
+            if tag in ("td", "th"):
+                self.tables[-1][-1].append("".join(self.cell).strip())
+                self.cell = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell.append(data)
+
+    parser = Tables()
+    parser.feed(text)
+    return parser.tables
+
+
+def markdown_table(text: str) -> list[list[str]]:
+    """The first Markdown table of a text as rows of cell texts (header first, the rule line dropped)."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    return [[c.strip() for c in line.strip("|").split("|")] for k, line in enumerate(lines) if k != 1]

@@ -1,5 +1,7 @@
-"""Tables from evaluation CSVs and logs: labels and x-values follow the config, comparisons are paired."""
+"""Tables from evaluation CSVs and logs: labels and x-values follow the config, comparisons are paired;
+each table, the claims and the runs' records as the HTML pages the report shows."""
 
+import html
 import json
 from pathlib import Path
 
@@ -8,9 +10,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import html_tables, markdown_table
 from egrpo import paper
 from egrpo.experiment import Experiment
-from egrpo.report import Tables
+from egrpo.report import Tables, render
+from egrpo.report_pages import records_page
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ["hps", "clip", "pickscore", "imagereward"]
@@ -117,3 +121,36 @@ def test_power_table_projects_seeds_from_the_measured_variance(tmp_path):
     assert "| seeds for the bar (288 prompts) |" in wide
     rows = [line.rstrip(" |").split(" | ") for line in wide.splitlines() if line.startswith("| table1_hps | ")]
     assert len(rows) == 5 and all(int(r[7]) <= int(r[6]) for r in rows), rows
+
+
+def test_each_table_is_an_html_page_with_the_markdown_cells_and_notes(tmp_path):
+    """What the HTML report shows inline: each table's cells as its Markdown has them, each note, and
+    every claim of comparisons.csv on its own page."""
+    exp = _experiment(2.2)
+    evals, base, logs = _write_runs(exp, tmp_path, {("egrpo", "main"): 0.02})
+    written = Tables(exp, evals, base, logs).write_all(tmp_path / "tables")
+    assert [p.stem for p in written] == ["table1_hps", "table1_hps_clip", "table2_merge", "table3_steps", "table4_tau"]
+    for md in written:
+        text, page = md.read_text(), md.with_suffix(".html").read_text()
+        (cells,) = html_tables(page)
+        disp = render(pd.read_csv(md.with_suffix(".csv")), METRICS, exp.compare_paper)
+        assert cells == [list(disp.columns)] + disp.fillna("").astype(str).values.tolist(), md.stem
+        assert [row[0] for row in cells] == [row[0] for row in markdown_table(text)]  # the Markdown's rows
+        for note in (line[2:] for line in text.splitlines() if line.startswith("- ")):
+            assert f"<li>{html.escape(note)}</li>" in page, (md.stem, note)
+        assert f"<h1>{html.escape(text.splitlines()[0][2:])}</h1>" in page
+    comp = pd.read_csv(tmp_path / "tables" / "comparisons.csv")
+    tables = html_tables((tmp_path / "tables" / "comparisons.html").read_text())
+    assert len(tables) == comp.table.nunique() and sum(len(t) - 1 for t in tables) == len(comp)
+    column = tables[0][0].index("verdict")
+    assert [row[column] for t in tables for row in t[1:]] == list(comp.verdict) and comp.verdict.str.len().min() > 0
+
+
+def test_a_records_page_lists_shared_fields_once_and_differing_fields_per_run():
+    page = records_page("Provenance", "intro", {
+        "hps/egrpo/main/seed0": {"git_commit": "abc", "versions": {"torch": "2.14"}, "seed": 0, "key": ["w", 0]},
+        "hps/egrpo/main/seed1": {"git_commit": "abc", "versions": {"torch": "2.14"}, "seed": 1, "key": ["w", 1]}})
+    differ, same = html_tables(page)
+    assert differ == [["run", "seed", "key"], ["hps/egrpo/main/seed0", "0", '["w", 0]'],
+                      ["hps/egrpo/main/seed1", "1", '["w", 1]']]
+    assert same == [["field", "value"], ["git_commit", "abc"], ["versions.torch", "2.14"]]

@@ -1,15 +1,20 @@
 rule tables:
-    """Tables 1-4 (Markdown, LaTeX, CSV) with paired, resolution-aware comparisons."""
+    """Tables 1-4 (Markdown, HTML, LaTeX, CSV) with paired, resolution-aware comparisons; the report's pages
+    of the claims, the run configs and provenance."""
     input:
         experiment=EXPERIMENT,
         evals=expand_runs(EVAL_CSV),
         logs=expand_runs(RUN_LOG),
         base=BASE_EVAL_CSV,
+        configs=[run_config_path(*c) for c in CONFIGURATIONS],
     output:
-        tables=[report(f"results/tables/{t}.md", caption=f"../report/{caption(t)}.rst", category="Tables")
+        # the report shows HTML inline (Markdown and CSV only as downloads)
+        tables=[report(f"results/tables/{t}.html", caption=f"../report/{caption(t)}.rst", category="Tables")
                 for t in TABLES],
-        other=[f"results/tables/{t}.{ext}" for t in TABLES for ext in ("tex", "csv")],
+        other=[f"results/tables/{t}.{ext}" for t in TABLES for ext in ("md", "tex", "csv")],
         comparisons="results/tables/comparisons.csv",
+        pages=[report(f"results/tables/{p}.html", caption=f"../report/{p}.rst", category=c)
+               for p, c in (("comparisons", "Tables"), ("configs", "Provenance"), ("provenance", "Provenance"))],
     log:
         "logs/tables.log",
     conda:
