@@ -121,7 +121,9 @@ def _train_run(cfg, out: str, progress: bool, protocol, prompts, eval_out: str |
     trainer = Trainer(cfg, out, progress=progress, **options)
     final = trainer.train()
     if trainer.rank == 0:
-        print(f"trained weights: {final}", flush=True)
+        from .progress import log
+
+        log.info("trained weights: %s", final)
     if protocol is not None:  # saves a process start per run (see eval.with_training)
         device = trainer.device
         del trainer  # the trained weights are on disk; do not hold two models at once
@@ -289,6 +291,7 @@ def _render(args) -> None:
     """The same prompts and seeds through several models, one image folder each (Figs. 5-7)."""
     import gc
 
+    from . import progress
     from .config import load_spec
     from .evaluate import Protocol, generate, save_images
     from .prompts import load_prompts
@@ -304,9 +307,12 @@ def _render(args) -> None:
         _check_model(args.model, run, protocol.sampler)
         writable_dir(Path(args.out) / name, "--out", create=False)  # made when written (a directory() output)
     device = _device(args)
-    for name, run in models:
+    # a timestamped line per batch of prompts, the ETA over every model's
+    bar = progress.Progress("render", len(models) * -(-len(prompts) // protocol.sampler.batch), unit="batch")
+    for k, (name, run) in enumerate(models):
+        progress.log.info("render: model %d/%d, %s", k + 1, len(models), name)
         backbone = _load_model(args.model, run, protocol, device)
-        images = generate(backbone, prompts, range(len(prompts)), protocol.sampler)
+        images = generate(backbone, prompts, range(len(prompts)), protocol.sampler, progress=bar)
         save_images(images, [f"{k:05d}.png" for k in range(len(prompts))], Path(args.out) / name)
         del backbone  # one model on the device at a time
         gc.collect()

@@ -75,15 +75,21 @@ class Progress:
         self.first = start
         self.t0 = self.last = time.perf_counter()
 
-    def step(self, **fields) -> None:
+    def step(self, count: int = 1, /, **fields) -> None:
+        """`count` steps done since the last call (a chunk of them: one line for many short steps)."""
         now = time.perf_counter()
-        self.done += 1
+        self.done += count
         if not self.enabled:
             self.last = now
             return
         mean = (now - self.t0) / (self.done - self.first)
         shown = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
         log.info("%s: %s %d/%d%s %.2f s/%s (mean %.2f), ETA %s", self.label, self.unit, self.done, self.total,
-                 f" {shown}" if shown else "", now - self.last, self.unit, mean,
+                 f" {shown}" if shown else "", (now - self.last) / count, self.unit, mean,
                  duration(mean * (self.total - self.done)))
         self.last = now
+
+
+def chunk(total: int, lines: int = 20) -> int:
+    """Steps per progress line so that a loop of `total` short steps logs about `lines` lines."""
+    return max(1, -(-total // lines))

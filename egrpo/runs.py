@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from .errors import InputError
+from .progress import log
 
 LOCK = ".lock"
 
@@ -93,8 +94,8 @@ class RunLock:
         except OSError as e:
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 os.close(fd)  # a filesystem without flock (some NFS or Lustre mounts): say so, go on
-                print(f"egrpo: warning: {path}: this filesystem does not support flock ({_why(e)}); nothing stops "
-                      "a second writer of this run directory", file=sys.stderr, flush=True)
+                log.warning("warning: %s: this filesystem does not support flock (%s); nothing stops a second "
+                            "writer of this run directory", path, _why(e))
                 return self
             holder = _holder(fd)
             os.close(fd)

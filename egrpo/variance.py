@@ -16,6 +16,7 @@ from .config import Config, Strict, resolve
 from .evaluate import Metric
 from .flux import FluxBackbone
 from .plans import EGRPOMethod, EGRPOPlan
+from .progress import Progress
 from .rewards import Reward, score
 from .rollout import Prompt, sample_iteration
 
@@ -56,6 +57,7 @@ def reward_spread(backbone: FluxBackbone, prompts: list[str], reward: Reward, me
     """Rows (step, merge, length, reward_std, reward_mean) for unmerged and merged one-step SDEs at
     every step a branch can start from, under E-GRPO's schedule, noise level and merge rule."""
     rows = []
+    bar = Progress("variance", 2 * len(prompts), unit="prompt")  # a line per prompt of each pass
     for label, tau in (("unmerged", 0.0), ("merged", method.tau)):
         cfg = method.model_copy(update={"active": "all", "tau": tau, "granularities": [1], "group_size": group_size})
         plan = EGRPOPlan(cfg)
@@ -69,6 +71,7 @@ def reward_spread(backbone: FluxBackbone, prompts: list[str], reward: Reward, me
                 r = score(reward, "reward", images, [text] * group_size, batch=reward_batch)
                 stats.setdefault(g.rollout.start, []).append((float(r.std()), float(r.mean())))
             del sample
+            bar.step(branches=label)
         for n, length in zip(plan.active_steps(), plan.merge_lengths()):
             std, mean = zip(*stats[n])
             rows.append({"step": n, "merge": label, "length": length,

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .. import progress
 from ..determinism import record
 from ..flux import FluxBackbone
 from ..tiny_flux import TinyFluxSpec, build_tiny_flux
@@ -38,7 +39,8 @@ def train_vae(vae, images: torch.Tensor, cfg: PretrainSpec, g: torch.Generator) 
     vae.train().requires_grad_(True)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     loss = torch.zeros(())
-    for _ in range(cfg.vae_steps):
+    bar, every = progress.Progress("world pretrain, vae", cfg.vae_steps, unit="step"), progress.chunk(cfg.vae_steps)
+    for k in range(cfg.vae_steps):
         x = images[torch.randint(len(images), (cfg.vae_batch,), generator=g)] * 2 - 1
         post = vae.encode(x).latent_dist
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=g)
@@ -47,6 +49,8 @@ def train_vae(vae, images: torch.Tensor, cfg: PretrainSpec, g: torch.Generator) 
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if (k + 1) % every == 0 or k + 1 == cfg.vae_steps:
+            bar.step((k + 1) - bar.done, loss=float(loss.detach()))
     vae.eval().requires_grad_(False)
     return float(loss.detach())
 
@@ -64,7 +68,9 @@ def train_flow(bb: FluxBackbone, latents: torch.Tensor, cap_idx: torch.Tensor, e
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))
     x_all = bb.pack(latents)
     loss = torch.zeros(())
-    for _ in range(cfg.flow_steps):
+    bar, every = progress.Progress("world pretrain, transformer", cfg.flow_steps, unit="step"), \
+        progress.chunk(cfg.flow_steps)
+    for k in range(cfg.flow_steps):
         idx = torch.randint(len(x_all), (cfg.flow_batch,), generator=g)
         x0 = x_all[idx]
         t = torch.sigmoid(torch.randn(cfg.flow_batch, generator=g))  # logit-normal, as SD3/FLUX
@@ -80,12 +86,15 @@ def train_flow(bb: FluxBackbone, latents: torch.Tensor, cap_idx: torch.Tensor, e
         loss.backward()
         opt.step()
         sched.step()
+        if (k + 1) % every == 0 or k + 1 == cfg.flow_steps:
+            bar.step((k + 1) - bar.done, loss=float(loss.detach()))
     tr.eval().requires_grad_(False)
     return float(loss.detach())
 
 
-def pretrain(out: str | Path, spec: WorldSpec = WorldSpec(), log=print) -> Path:
-    """Train VAE then transformer; save a Flux-format directory at `out` (+ pretrain.json)."""
+def pretrain(out: str | Path, spec: WorldSpec = WorldSpec(), log=progress.log.info) -> Path:
+    """Train VAE then transformer; save a Flux-format directory at `out` (+ pretrain.json). Progress: a
+    timestamped line per chunk of steps (egrpo.progress), and `log` for each phase's summary."""
     out, cfg, arch = Path(out), spec.pretrain, world_spec()
     torch.manual_seed(spec.seed)
     g = torch.Generator().manual_seed(spec.seed)
