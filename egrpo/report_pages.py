@@ -17,9 +17,13 @@ STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:1em 1.4em;color:#1e29
 h1{font-size:1.25em}h2{font-size:1.05em;margin-top:1.4em}
 table{border-collapse:collapse;margin:.6em 0}
 th,td{border:1px solid #cbd5e1;padding:.25em .6em;text-align:right;vertical-align:top}
-th{background:#e2e8f0}th:first-child,td:first-child{text-align:left}tr:nth-child(even) td{background:#f8fafc}
-table.fields td{text-align:left}table.results td{white-space:nowrap}li{margin:.25em 0}
+th{background:#dfe6ee}th:first-child,td:first-child{text-align:left}tr:nth-child(even) td{background:#f8fafc}
+table.fields td{text-align:left}table.results td,table.claims td{white-space:nowrap}li{margin:.25em 0}
 pre{background:#f8fafc;border:1px solid #e2e8f0;padding:.6em;font-size:12px;overflow:auto}"""
+
+
+# the claims page's first columns: the claim, its difference and intervals, the verdicts
+CLAIM_COLUMNS = ["table", "claim", "a", "b", "metric", "verdict", "delta", "lo_holm", "hi_holm", "lo", "hi", "verdict_95"]
 
 
 def page(title: str, *parts: str) -> str:
@@ -46,9 +50,12 @@ def table_page(title: str, disp: pd.DataFrame, lines: Iterable[object]) -> str:
 
 def comparisons_page(claims: pd.DataFrame) -> str:
     """comparisons.csv: every claim of the tables with its intervals and verdicts, one table per table."""
-    parts = [f"<p>{len(claims)} claims; each decided with the other claims of its table (Holm).</p>"]
+    parts = [f"<p>{len(claims)} claims; each decided with the other claims of its table (Holm), on the "
+             "Holm-adjusted interval [lo_holm, hi_holm].</p>"]
+    first = [c for c in CLAIM_COLUMNS if c in claims]
+    claims = claims[first + [c for c in claims if c not in first]]
     for name, group in claims.groupby("table", sort=False):
-        parts += [f"<h2>{html.escape(str(name))}</h2>", table(group.drop(columns="table"))]
+        parts += [f"<h2>{html.escape(str(name))}</h2>", table(group.drop(columns="table"), "claims")]
     return page("Comparisons: every claim of the tables", *parts)
 
 

@@ -400,10 +400,82 @@ def test_power_projects_the_runs_seeds(tiny_dag):
     assert "| table1_hps | E-GRPO > Base model |" in r.stdout and "(288 prompts)" in r.stdout
 
 
-def test_report_holds_tables_and_figures(tiny_dag):
+REPORT_TABLES = ["table1_hps", "table1_hps_clip", "table2_merge", "table3_steps", "table4_tau"]
+
+
+@pytest.fixture(scope="module")
+def report(tiny_dag):
+    """The HTML report of the tiny DAG and the results it embeds (path -> name, mime type, data URI...)."""
     smk(tiny_dag, "--report", "report.html", "--configfile", str(TEST_CONFIG))
-    html = (tiny_dag / "report.html").read_text(errors="ignore")
-    assert "table1_hps.md" in html and "fig1b_entropy.png" in html
+    html = (tiny_dag / "report.html").read_text()
+    results = json.loads(re.search(r"var results = (\{.*?\});\n", html).group(1))
+    categories = json.loads(re.search(r"var categories = (\{.*?\});\n", html).group(1))
+    return tiny_dag / "report.html", results, categories
+
+
+def _embedded(entry) -> str:
+    import base64
+
+    return base64.b64decode(entry["data_uri"].split("base64,", 1)[1]).decode()
+
+
+def test_report_shows_every_table_inline_with_the_claims_configs_and_provenance(tiny_dag, report):
+    """Every table is an HTML page (what the report frames inline) holding the Markdown table's rows;
+    the claims page every claim; the configs and provenance pages every run; the figures beside."""
+    from conftest import html_tables, markdown_table
+    from egrpo.experiment import Experiment
+
+    _, results, categories = report
+    pages = {f"results/tables/{t}.html": "Tables" for t in REPORT_TABLES + ["comparisons"]}
+    pages |= {"results/tables/configs.html": "Provenance", "results/tables/provenance.html": "Provenance"}
+    for path, category in pages.items():
+        assert results[path]["mime_type"] == "text/html" and path in categories[category]["Other"], path
+    for t in REPORT_TABLES:
+        (cells,) = html_tables(_embedded(results[f"results/tables/{t}.html"]))
+        md = markdown_table((tiny_dag / "results/tables" / f"{t}.md").read_text())
+        assert [r[0] for r in cells] == [r[0] for r in md] and len(cells[0]) == len(md[0]) and len(cells) > 2, t
+    claims = (tiny_dag / "results/tables/comparisons.csv").read_text().count("\n") - 1
+    assert sum(len(t) - 1 for t in html_tables(_embedded(results["results/tables/comparisons.html"]))) == claims
+    exp = Experiment.load(yaml.safe_load(TEST_CONFIG.read_text()))
+    configs = _embedded(results["results/tables/configs.html"])
+    assert all(f"<td>{'/'.join(c)}</td>" in configs for c in exp.configurations)
+    provenance = _embedded(results["results/tables/provenance.html"])
+    assert all(f"<td>{r.setting}/{r.method}/{r.variant}/seed{r.seed}</td>" in provenance for r in exp.runs)
+    assert "git_commit" in provenance
+    figures = ["fig1a_variance", "fig1b_entropy", "fig4_reward_curves", "fig5_qualitative", "tau_ablation"]
+    assert sorted(categories["Figures"]["Other"]) == [f"results/figures/{f}.png" for f in figures]
+
+
+def _browser():
+    return next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+
+
+@pytest.mark.skipif(_browser() is None, reason="no headless browser (apt-get install chromium) to render the report")
+def test_report_renders_each_table_in_a_browser(report, tmp_path):
+    """The report opened in headless Chromium on each table (as a click on it does): the page in its
+    frame is drawn, its header row's colour shows in the content pane; screenshots kept in tmp_path."""
+    from PIL import Image
+
+    path, results, _ = report
+    html = path.read_text()
+    header = (223, 230, 238)  # the tables' header background (egrpo.report_pages.STYLE), in no Snakemake view
+    for t in REPORT_TABLES + ["comparisons", "configs", "provenance"]:
+        key = f"results/tables/{t}.html"
+        # open the result as the report's own click handler does (App.setView)
+        view = ("<script>window.addEventListener('load', () => setTimeout(() => app.setView({content: 'html', "
+                f"contentPath: results[{json.dumps(key)}].data_uri, resultPath: {json.dumps(key)}}}), 100));</script>")
+        page = tmp_path / f"{t}.report.html"
+        end = html.rindex("</body>")  # the document's own (the embedded libraries' code holds the string too)
+        page.write_text(html[:end] + view + html[end:])
+        shot = tmp_path / f"{t}.png"
+        r = subprocess.run([_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                            "--virtual-time-budget=10000", "--window-size=1600,1000", f"--screenshot={shot}",
+                            page.as_uri()], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and shot.exists(), r.stderr[-2000:]
+        image = Image.open(shot).convert("RGB")
+        content = image.crop((400, 0, image.width, image.height))  # right of the report's navigation bar
+        pixels = sum(1 for p in content.get_flattened_data() if p == header)
+        assert pixels > 2000, (t, pixels, shot)  # a header row drawn: the table is on screen
 
 
 def test_every_gpu_rule_resolves_to_this_ranks_gpu(tmp_path, monkeypatch):
