@@ -253,7 +253,10 @@ class Tables:
         lines = self.common_notes() + notes
         if self.exp.compare_paper:
             lines.append("paper: the value reported in arXiv 2601.00423; Δ = reproduced - paper")
-        md = [f"# {title}", "", disp.to_markdown(index=False), "", *[f"- {n}" for n in lines]]
+        # numparse off: tabulate would print a signed cell such as "+0.2066" as 0.2066
+        md = [f"# {title}", "", disp.to_markdown(index=False, disable_numparse=True,
+                                                 colalign=("left",) + ("right",) * (disp.shape[1] - 1)),
+              "", *[f"- {n}" for n in lines]]
         stem.with_suffix(".md").write_text("\n".join(md) + "\n")
         stem.with_suffix(".html").write_text(pages.table_page(title, disp, lines))  # what the HTML report shows
         stem.with_suffix(".tex").write_text(disp.to_latex(index=False, escape=True, caption=title))
