@@ -110,6 +110,13 @@ def test_the_world_pretrain_job_logs_chunks_of_steps(tmp_path):
     assert re.search(rf"^{STAMP} transformer: 2 steps, final flow loss", text, re.M), text[-3000:]
 
 
+def test_the_world_build_job_logs_the_critics_training(tmp_path):
+    """`egrpo world build`: a line per chunk of the fidelity critic's training steps."""
+    text = _job_log(tmp_path, "world", "build", "--set", "critic_steps=2", "--out", str(tmp_path / "world"))
+    for k in (1, 2):
+        _has_line(text, rf"world build, fidelity critic: step {k}/2 loss [\d.e-]+")
+
+
 def test_a_chunk_of_steps_is_one_line_with_the_time_per_step(monkeypatch):
     clock = iter([0.0, 10.0])  # start, then 5 steps in one chunk: 2 s a step
     monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))

@@ -21,6 +21,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from .. import progress
 from .shapes import COLORS, POSITIONS, SHAPES, parse_caption, quadrant_center
 
 FG_THRESHOLD = 0.3  # max-channel brightness separating the object from the dark background
@@ -160,7 +161,8 @@ def train_attribute_net(images: torch.Tensor, prompts: Sequence[str], *, steps: 
     net = AttributeNet()
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
     targets = attribute_targets(prompts)
-    for _ in range(steps):
+    bar, every = progress.Progress("world build, fidelity critic", steps, unit="step"), progress.chunk(steps)
+    for k in range(steps):
         idx = torch.randint(len(images), (64,), generator=g)
         x = images[idx]
         if torch.rand((), generator=g) < 0.5:
@@ -170,6 +172,8 @@ def train_attribute_net(images: torch.Tensor, prompts: Sequence[str], *, steps: 
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if (k + 1) % every == 0 or k + 1 == steps:
+            bar.step((k + 1) - bar.done, loss=float(loss.detach()))
     return net.eval()
 
 
