@@ -20,10 +20,9 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from egrpo.methods import MethodConfig, MethodSpec, register
-from egrpo.objectives import NodeReward
-from egrpo.plans import EdgeTraining, IterationPlan, Rollout
-from egrpo.sampler import Transition
+from egrpo.plans import EdgeTraining, IterationPlan, NodeReward, Rollout
 from egrpo.schedule import shifted_sigmas
+from egrpo.transitions import Transition
 
 
 class BranchGRPOMethod(MethodConfig):

@@ -16,8 +16,8 @@ from pydantic import Field
 
 from egrpo.methods import MethodConfig, MethodSpec, register
 from egrpo.plans import IterationPlan, Rollout
-from egrpo.sampler import SDE, make_transitions
 from egrpo.schedule import shifted_sigmas
+from egrpo.transitions import SDE, make_transitions
 
 
 class DanceGRPOMethod(MethodConfig):

@@ -9,8 +9,8 @@ from typing import Literal
 
 from egrpo.methods import MethodConfig, MethodSpec, register
 from egrpo.plans import IterationPlan, Rollout
-from egrpo.sampler import SDE, make_transitions
 from egrpo.schedule import shifted_sigmas
+from egrpo.transitions import SDE, make_transitions
 
 
 class FlowGRPOMethod(MethodConfig):

@@ -19,13 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
 from pydantic import Field
 
 from egrpo.methods import MethodConfig, MethodSpec, register
 from egrpo.plans import IterationPlan, Rollout
-from egrpo.sampler import DPM2, SDE, Transition, make_transitions
 from egrpo.schedule import shifted_sigmas, time_shift
+from egrpo.transitions import DPM2, SDE, Transition, make_transitions
 
 
 class MixGRPOMethod(MethodConfig):
@@ -77,6 +76,8 @@ class MixGRPOPlan:
             trainable = tuple(k for k, t in enumerate(head) if t.i in window)
             return IterationPlan(sigmas, (Rollout(key, 0, source, head, trainable),))
         # Flash: ODE up to the window, the SDE window, then a coarse DPM-Solver++ tail on a new grid
+        import torch  # here, not at the top: the method's config is read where torch may be absent
+
         last = window[-1]
         n = self.post_steps(last)
         t_next = 1.0 - (last + 1) / c.num_steps  # unshifted time of step last + 1

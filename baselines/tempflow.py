@@ -22,10 +22,9 @@ from typing import Literal
 from pydantic import Field
 
 from egrpo.methods import MethodConfig, MethodSpec, register
-from egrpo.objectives import Std
-from egrpo.plans import IterationPlan, Rollout, Tail
-from egrpo.sampler import Transition, make_transitions
+from egrpo.plans import IterationPlan, Rollout, Std, Tail
 from egrpo.schedule import flux_dynamic_shift, shifted_sigmas
+from egrpo.transitions import Transition, make_transitions
 
 
 class TempFlowMethod(MethodConfig):

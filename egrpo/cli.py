@@ -66,7 +66,7 @@ def _train(args) -> None:
     import os
 
     from .config import load_config, load_spec
-    from .evaluate import Protocol
+    from .protocol import Protocol
     from .flux import check_image_size
     from .runs import RunLock
 
@@ -276,7 +276,7 @@ def _load_model(model: str | None, run: str | None, protocol, device):
 def _evaluate(args) -> None:
     """Sample the test prompts with per-prompt seeds and score every metric (per-image CSV)."""
     from .config import load_spec
-    from .evaluate import Protocol
+    from .protocol import Protocol
 
     protocol = load_spec(Protocol, getattr(args, "protocol", None), args.set, "evaluation protocol")
     _apply_determinism(protocol.determinism)
@@ -293,7 +293,8 @@ def _render(args) -> None:
 
     from . import progress
     from .config import load_spec
-    from .evaluate import Protocol, generate, save_images
+    from .evaluate import generate, save_images
+    from .protocol import Protocol
     from .prompts import load_prompts
 
     protocol = load_spec(Protocol, args.protocol, what="evaluation protocol")
@@ -325,7 +326,8 @@ def _variance(args) -> None:
     from .flux import FluxBackbone, check_image_size
     from .prompts import load_prompts
     from .rewards import build_reward, check_inputs, check_prompts
-    from .variance import VarianceSpec, reward_spread
+    from .protocol import VarianceSpec
+    from .variance import reward_spread
 
     spec = load_spec(VarianceSpec, getattr(args, "config", None), args.set, "variance spec")
     _apply_determinism(spec.run.determinism)

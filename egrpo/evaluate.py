@@ -14,82 +14,21 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field, model_validator
 
-from .config import GUIDANCE, MAX_SEQUENCE_LENGTH, DeterminismConfig, Strict
 from .errors import NonFiniteRewardError
 from .flux import FluxBackbone
 from .progress import Progress
-from .rewards import Reward, RewardName, check_options, score
+from .protocol import EvalSpec
+from .rewards import Reward, score
 from .sampler import initial_noise, make_transitions, sample
 from .schedule import shifted_sigmas
 from .seeding import derive_seed, generator
 from .stats import per_prompt
-
-
-class EvalSpec(Strict):
-    """How the test images are drawn: the sampler, its schedule, size and guidance, and their seeds."""
-
-    sampler: Literal["ode", "flux_pipeline"] = Field(
-        "ode", description="`ode`: our sampler on the training schedule; `flux_pipeline`: diffusers' FluxPipeline "
-        "with its own schedule (the paper's protocol)")
-    num_steps: int = Field(16, ge=1)
-    shift: float = Field(3.0, gt=0, description="time shift of the `ode` sampler's schedule")
-    height: int = Field(32, ge=16)
-    width: int = Field(32, ge=16)
-    guidance: float = Field(GUIDANCE, ge=0, description="guidance embedding of `flux_pipeline`")
-    batch: int = Field(16, ge=1, description="images per sampler call")
-    seed: int = Field(42, ge=0, description="evaluation seed: each image's seed derives from it, the prompt and the sample")
-    samples: int = Field(1, ge=1, description="images per test prompt, averaged per prompt by the tables (the paper: 1)")
-    dtype: Literal["auto", "fp16", "bf16", "fp32"] = Field(
-        "auto", description="the model's dtype while sampling: `auto` is fp16 on a GPU, as the release's eval.py "
-        "casts the trained weights and the pipeline, and fp32 on a CPU")
-
-
-class Metric(Strict):
-    """A metric: a registered reward and its options (its weight paths), checked against the reward's
-    options model."""
-
-    reward: RewardName
-    options: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _options(self):
-        check_options(self.reward, self.options, ("options",))
-        return self
-
-
-PromptLimit = Annotated[int, Field(ge=1)] | None  # the first N test prompts (None: all)
-
-
-class ProtocolSettings(Strict):
-    """What an evaluation protocol shares with the Snakemake config's `eval:` section."""
-
-    sampler: EvalSpec = Field(default_factory=EvalSpec, description="how the test images are drawn")
-    max_sequence_length: int = Field(MAX_SEQUENCE_LENGTH, ge=1, description="T5 tokens of a test prompt")
-    precision: Literal["fp32", "amp", "bf16"] = Field(
-        "fp32", description="the metrics' precision (egrpo.rewards.images): fp32 as the releases' evaluation "
-        "scripts, amp (fp32 weights under fp16 autocast on a GPU) or bf16")
-    score_text: Literal["prompt", "filename"] = Field(
-        "prompt", description="what each image is scored against: its prompt, or the release's file name "
-        "(C eval.py's sanitize_filename: 9 characters replaced by _, cut at 200 characters)")
-
-
-class Protocol(ProtocolSettings):
-    """An evaluation protocol: the file `egrpo evaluate`, `egrpo render` and `egrpo train --evaluate`
-    read (the DAG writes results/configs/eval/<hash>.json). Relative paths are relative to the working directory."""
-
-    prompts: str = Field(description="the test prompt file")
-    limit: PromptLimit = Field(None, description="the first N prompts only (null: all)")
-    metrics: dict[str, Metric] = Field(description="table column -> the reward that scores it")
-    determinism: DeterminismConfig = Field(
-        default_factory=DeterminismConfig, description="which kernels the evaluating process may run "
-        "(egrpo/determinism.py); `egrpo train --evaluate` needs the run config's own")
 
 
 def model_dtype(spec: EvalSpec, device: torch.device) -> torch.dtype:

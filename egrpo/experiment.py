@@ -21,11 +21,10 @@ from pydantic import Field, NonNegativeInt, ValidationError, field_validator, mo
 
 from .config import Config, DeterminismConfig, RewardChoice, Strict, config_error, deep_merge, read_yaml, resolve
 from .errors import ConfigError
-from .evaluate import Metric, PromptLimit, Protocol, ProtocolSettings
 from .methods import Axis, MethodName, method_spec
 from .plans import EGRPOMethod
+from .protocol import Metric, PromptLimit, Protocol, ProtocolSettings, VarianceSettings, VarianceSpec
 from .rewards import RewardName, check_options, missing_options, reward_spec
-from .variance import VarianceSettings, VarianceSpec
 from .world.spec import WorldSpec
 
 RUN_DIR = "results/runs/{setting}/{method}/{variant}/seed{seed}"

@@ -10,11 +10,12 @@ docs/reference.md compares the readings).
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
-import torch
+if TYPE_CHECKING:  # torch at call time only: the method configs read Reading where torch may be absent
+    import torch
 
-from .sde import Rule, transition_std
+    from .sde import Rule
 
 Reading = Literal["entropy_power", "entropy_power_squared"]
 READINGS: tuple[str, ...] = ("entropy_power", "entropy_power_squared")
@@ -30,6 +31,8 @@ def step_entropy(
 
     entropy_power: exp(h/d) = sqrt(2*pi*e) * sd; entropy_power_squared: exp(2h/d) = 2*pi*e*sd^2.
     """
+    from .sde import transition_std
+
     sd = float(transition_std(sigmas, i, j, rule=rule, eta=eta))
     if reading == "entropy_power":
         return math.sqrt(_TWO_PI_E) * sd
@@ -46,6 +49,8 @@ def entropy_table(
 
     Column 0 is the per-step entropy; the entropy figure (paper Fig. 1b) plots the columns.
     """
+    import torch
+
     num_steps = len(sigmas) - 1
     table = torch.full((num_steps, max_len), float("nan"), dtype=torch.float64)
     for i in range(num_steps):

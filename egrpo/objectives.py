@@ -9,11 +9,10 @@ from typing import TYPE_CHECKING, Callable, Literal, Mapping
 import torch
 
 if TYPE_CHECKING:
-    from .sampler import Tree
+    from .plans import NodeReward, Std
+    from .transitions import Tree
 
 Aggregation = Literal["normalise_each", "weight_then_normalise"]
-Std = Literal["unbiased", "population"]
-NodeReward = Literal["mean", "prob_weighted"]
 Normaliser = Callable[[torch.Tensor], torch.Tensor]  # one reward's [G] -> advantages ([G] or [G, K])
 
 

@@ -5,6 +5,7 @@ trajectories (Rollouts) a prompt gets, where each starts (fresh noise, one noise
 group, or the anchor's latent at some step), which transitions are SDE/ODE, whether the rows form
 a tree (rows sharing a prefix share its forwards), which deterministic tails finish them, and which
 transitions are trained and how. Advantages are normalised within a Rollout (per depth in a tree).
+Plans are data: importing them (the method registry, the Snakefile) needs pydantic, not torch.
 E-GRPO's config and plan live here; every other method's in `baselines/`.
 """
 
@@ -12,18 +13,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Protocol, Sequence, Union, get_args
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, Sequence, Union, get_args
 
-import torch
 from pydantic import Field, ValidationInfo, field_validator
 
 from .merge import Reading, merge_lengths
 from .methods import Axis, MethodConfig, MethodSpec, register
-from .objectives import NodeReward, Std
-from .sampler import SDE, Transition, Tree, make_transitions
 from .schedule import shifted_sigmas
+from .transitions import Transition, Tree, make_transitions
+
+if TYPE_CHECKING:  # plans are data; torch is needed only to build an iteration's sigmas
+    import torch
 
 Source = Literal["noise", "shared_noise", "anchor"]
+Std = Literal["unbiased", "population"]  # the group normalisation's std (egrpo.objectives)
+NodeReward = Literal["mean", "prob_weighted"]  # a tree node's reward from its leaves' (egrpo.objectives)
 
 
 @dataclass(frozen=True)

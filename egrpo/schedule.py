@@ -1,10 +1,13 @@
-"""Sampling schedules: sigma runs from 1 (pure noise) to 0 (image)."""
+"""Sampling schedules: sigma runs from 1 (pure noise) to 0 (image). torch is imported at call time: the
+method configs (their defaults, e.g. flux_dynamic_shift) are read where torch may be absent (the Snakefile)."""
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def time_shift(t: torch.Tensor, shift: float) -> torch.Tensor:
@@ -21,6 +24,8 @@ def shifted_sigmas(num_steps: int, shift: float) -> torch.Tensor:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     if shift <= 0:
         raise ValueError(f"shift must be > 0, got {shift}")
+    import torch
+
     t = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64)
     return time_shift(t, shift).to(torch.float32)
 
@@ -29,6 +34,8 @@ def quantized_timestep(sigma: torch.Tensor) -> torch.Tensor:
     """FLUX's conditioning timestep int(sigma * 1000) / 1000 as every reference computes it: the product
     in float32, truncated (at T = 16, sigma_4 * 1000 rounds to 900.0 in float32 while the float64
     product floors to 899)."""
+    import torch
+
     return torch.trunc(torch.as_tensor(sigma, dtype=torch.float32) * 1000.0) / 1000.0
 
 

@@ -10,44 +10,12 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
-from pydantic import Field, field_validator
 
-from .config import Config, Strict, resolve
-from .evaluate import Metric
 from .flux import FluxBackbone
 from .plans import EGRPOMethod, EGRPOPlan
 from .progress import Progress
 from .rewards import Reward, score
 from .rollout import Prompt, sample_iteration
-
-
-class VarianceSettings(Strict):
-    """Fig. 1a's budget: how many test prompts, how many branches per step."""
-
-    limit: int = Field(8, ge=1, description="the first N test prompts")
-    group_size: int = Field(16, ge=2, description="SDE branches per step")
-
-
-class VarianceSpec(VarianceSettings):
-    """What `egrpo variance` reads (the DAG writes results/configs/variance/<hash>.json): the run config
-    whose schedule, noise level, merge rule and resolution Fig. 1a uses, the prompts and the metric."""
-
-    run: Config = Field(description="a resolved run config of a method with E-GRPO's merge rule")
-    prompts: str = Field(description="the test prompt file")
-    metric: Metric
-    max_batch: int | None = Field(None, ge=1, description="rows per forward (default: the run's train.sample_batch)")
-
-    @field_validator("run", mode="before")
-    @classmethod
-    def _resolve(cls, raw):
-        return raw if isinstance(raw, Config) else resolve(raw)
-
-    @field_validator("run")
-    @classmethod
-    def _merges(cls, run: Config) -> Config:
-        if not isinstance(run.method, EGRPOMethod):
-            raise ValueError(f"Fig. 1a needs E-GRPO's merge rule (an EGRPOMethod), got method {run.method.name!r}")
-        return run
 
 
 @torch.no_grad()

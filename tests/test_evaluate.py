@@ -5,7 +5,8 @@ import torch
 
 from egrpo.errors import ConfigError
 from egrpo.config import load_spec
-from egrpo.evaluate import EvalSpec, Protocol, bootstrap_ci, evaluate, summarise
+from egrpo.evaluate import bootstrap_ci, evaluate, summarise
+from egrpo.protocol import EvalSpec, Protocol
 from egrpo.rewards import build_reward
 
 PROMPTS = ["a red circle", "a blue square", "a green star", "a cat", "a dog"]
