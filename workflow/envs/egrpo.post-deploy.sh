@@ -8,5 +8,7 @@ if ! grep -qs '^name = "egrpo"' "$root/pyproject.toml"; then
     echo "egrpo post-deploy: $root is not the egrpo checkout; run snakemake from it or set EGRPO_ROOT" >&2
     exit 1
 fi
-python -m pip install -e "$root"                                     # egrpo and its dependencies (pyproject.toml)
+# egrpo and its dependencies (pyproject.toml) at the locked versions (egrpo.lock.txt; a torch CUDA build
+# that also runs on CPUs)
+python -m pip install -c "$root/workflow/envs/egrpo.lock.txt" -e "$root"
 python -m pip install --no-deps hpsv2x==1.2.0 image-reward==1.5      # their pins conflict with open_clip, transformers 5
