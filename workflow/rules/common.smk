@@ -4,6 +4,11 @@ import re
 import sys
 from pathlib import Path
 
+# Parsing needs Snakemake's own dependencies only (pydantic, PyYAML): the package is read from this
+# checkout (the root Snakefile's folder is on sys.path already; workflow/Snakefile's parent is not),
+# and nothing imported here imports torch, so a driver environment without the package plans the DAG.
+if (Path(workflow.current_basedir).parents[1] / "egrpo" / "__init__.py").exists():
+    sys.path.insert(0, str(Path(workflow.current_basedir).parents[1]))
 try:
     from egrpo.cluster import job_threads, limits, resources_of, submission_error
     from egrpo.determinism import intra_op_threads
@@ -12,8 +17,8 @@ try:
     from egrpo.schema import check as check_schema
 except ImportError as e:
     raise ImportError(
-        f"the egrpo package is not importable here ({e}): install it into the environment that runs "
-        "Snakemake (pip install -e . from the repository), or run with --use-conda"
+        f"the workflow cannot read its config models ({e}): run it from the egrpo checkout, in an environment "
+        "with Snakemake (environment.yml)"
     ) from None
 
 # The whole config is checked here, before any job: every run config resolved, every reward and metric
