@@ -104,3 +104,19 @@ def test_a_snakemake_only_driver_plans_both_dags(driver_env, tmp_path, config, s
     assert full.returncode == 0, (full.stdout + full.stderr)[-3000:]
     counts = job_counts(bare.stdout)
     assert counts == job_counts(full.stdout) and counts["train"] > 1
+
+
+def test_a_target_after_configfile(tmp_path):
+    """`--configfile=FILE TARGET` plans (the README's fix). `--configfile FILE TARGET` reads the target as
+    a second config file, and Snakemake fails on it while it builds its settings from the arguments,
+    before it reads any Snakefile or profile code: nothing of the workflow can turn it into one line.
+    When Snakemake reports it itself (or lets it reach the workflow), this test fails: then say so in
+    the README, or check `workflow.overwrite_configfiles` in workflow/Snakefile."""
+    fixed = run([str(SNAKEMAKE), "-n", "--configfile=config/flux.yaml", "default", "--directory", str(tmp_path)],
+                os.environ, ROOT)
+    assert fixed.returncode == 0, (fixed.stdout + fixed.stderr)[-3000:]
+    wrong = run([str(SNAKEMAKE), "-n", "--configfile", "config/flux.yaml", "default", "--directory", str(tmp_path)],
+                os.environ, ROOT)
+    out = wrong.stdout + wrong.stderr
+    assert wrong.returncode == 1 and "No such file or directory: 'default'" in out
+    assert "ConfigSettings" in out and "Snakefile" not in out  # in Snakemake's argument handling, no workflow frame
