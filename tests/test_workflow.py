@@ -80,6 +80,16 @@ def test_the_default_profile_is_loaded_and_lint_is_clean(tmp_path):
             assert r.returncode == 0 and "good condition" in r.stdout + r.stderr, (r.stdout + r.stderr)[-2000:]
 
 
+def test_the_snakefiles_are_formatted():
+    """Both Snakefiles and every rule file as snakefmt writes them (line length: pyproject's [tool.snakefmt])."""
+    snakefmt = Path(sys.executable).with_name("snakefmt")
+    r = subprocess.run([str(snakefmt), "--check", "Snakefile", "workflow/"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, f"run `snakefmt Snakefile workflow/`:\n{(r.stdout + r.stderr)[-2000:]}"
+    files = 2 + len(list((ROOT / "workflow" / "rules").glob("*.smk")))  # both Snakefiles and the rule files
+    assert f"{files} file(s) would be left unchanged" in r.stdout + r.stderr
+
+
 def test_the_root_snakefile_plans_both_dags_with_its_profile(tmp_path):
     """The layout the project was specified with: `snakemake` beside the root Snakefile plans the default
     and the flux DAG through its own default target, with profiles/default's resources (one local GPU:
