@@ -4,6 +4,7 @@ From the deterministic anchor latent at each step n, G branches take one SDE ste
 or E-GRPO's merged step n -> n + l_n) and finish by ODE; we record the reward's std over the G
 branches, averaged over prompts. This reuses E-GRPO's plan and sampler unchanged, one prompt at a
 time with at most `max_batch` rows per forward, images scored and released per prompt.
+What `egrpo variance` reads is egrpo.protocol's VarianceSpec.
 """
 
 from __future__ import annotations
