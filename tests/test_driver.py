@@ -120,3 +120,19 @@ def test_a_target_after_configfile(tmp_path):
     out = wrong.stdout + wrong.stderr
     assert wrong.returncode == 1 and "No such file or directory: 'default'" in out
     assert "ConfigSettings" in out and "Snakefile" not in out  # in Snakemake's argument handling, no workflow frame
+
+
+def test_jobs_import_this_checkouts_package(driver_env, tmp_path):
+    """A job's Python imports the package from the checkout the workflow was parsed from, not from
+    whatever its environment installed (a conda environment another checkout built): here no egrpo is
+    installed at all, and a job of the workflow's rules still imports it, from ROOT."""
+    (tmp_path / "Snakefile").write_text(
+        f'configfile: "{ROOT}/config/config.yaml"\n'
+        f'include: "{ROOT}/workflow/rules/common.smk"\n'
+        'rule which:\n'
+        '    output: "which.txt"\n'
+        '    shell: "python -c \'import egrpo; print(egrpo.__file__)\' > {output}"\n')
+    r = run([str(SNAKEMAKE), "--cores", "1", "-s", "Snakefile", "which"],
+            {**driver_env, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}, tmp_path)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert (tmp_path / "which.txt").read_text().strip() == str(ROOT / "egrpo" / "__init__.py")

@@ -1,5 +1,6 @@
 import hashlib
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -7,8 +8,13 @@ from pathlib import Path
 # Parsing needs Snakemake's own dependencies only (pydantic, PyYAML): the package is read from this
 # checkout (the root Snakefile's folder is on sys.path already; workflow/Snakefile's parent is not),
 # and nothing imported here imports torch, so a driver environment without the package plans the DAG.
-if (Path(workflow.current_basedir).parents[1] / "egrpo" / "__init__.py").exists():
-    sys.path.insert(0, str(Path(workflow.current_basedir).parents[1]))
+# Every job imports this checkout's package too (PYTHONPATH, inherited by jobs): a conda environment
+# holds the dependencies, and one built by another checkout (a shared --conda-prefix) runs this code.
+CHECKOUT = str(Path(workflow.current_basedir).parents[1])
+if Path(CHECKOUT, "egrpo", "__init__.py").exists():
+    sys.path.insert(0, CHECKOUT)
+    if os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] != CHECKOUT:
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [CHECKOUT, os.environ.get("PYTHONPATH")]))
 try:
     from egrpo.cluster import job_threads, limits, resources_of, submission_error
     from egrpo.determinism import intra_op_threads
