@@ -13,8 +13,10 @@ from pathlib import Path
 CHECKOUT = str(Path(workflow.current_basedir).parents[1])
 if Path(CHECKOUT, "egrpo", "__init__.py").exists():
     sys.path.insert(0, CHECKOUT)
-    if os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] != CHECKOUT:
-        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [CHECKOUT, os.environ.get("PYTHONPATH")]))
+    # set for the jobs, not read from the user (so not an `envvars:` requirement)
+    inherited = os.environ.get("PYTHONPATH", "")
+    if inherited.split(os.pathsep)[0] != CHECKOUT:
+        os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [CHECKOUT, inherited])))
 try:
     from egrpo.cluster import job_threads, limits, resources_of, submission_error
     from egrpo.determinism import intra_op_threads
