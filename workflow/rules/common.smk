@@ -91,16 +91,22 @@ QUALITATIVE_IMAGES = "results/qualitative/images"
 VARIANCE_CSV = "results/figures/variance.csv"
 EVAL_PROTOCOL = content_path("results/configs/eval", spec_content(EXP.eval_protocol()))
 WORLD_SPEC = content_path("results/configs/world", spec_content(EXP.world)) if WORLD else None
-VARIANCE_SPEC = content_path("results/configs/variance", spec_content(EXP.variance_spec())) if EXP.merge_method else None
+VARIANCE_SPEC = (
+    content_path("results/configs/variance", spec_content(EXP.variance_spec())) if EXP.merge_method else None
+)
 QUALITATIVE_PROMPTS = content_path("results/qualitative/prompts", "\n".join(EXP.qualitative.prompts), ".txt")
 # the whole config: the tables and figures read it (a label, a scale, a metric) beside their data
 EXPERIMENT = content_path("results/configs/experiment", canonical(config))
 TABLES = [f"table1_{s}" for s in EXP.settings] + [axis.stem for _, axis in EXP.tables]
 # Figs. 1a-1b show how the first method with E-GRPO's merging merges (no such method, no such figures)
-FIGURES = (["fig1b_entropy", "fig1a_variance"] if EXP.merge_method else []) + [
-    "fig4_reward_curves",
-    "fig5_qualitative",
-] + [axis.figure for _, axis in EXP.tables if axis.figure]
+FIGURES = (
+    (["fig1b_entropy", "fig1a_variance"] if EXP.merge_method else [])
+    + [
+        "fig4_reward_curves",
+        "fig5_qualitative",
+    ]
+    + [axis.figure for _, axis in EXP.tables if axis.figure]
+)
 
 
 def dag_made(*paths):
@@ -133,15 +139,19 @@ def world_dir(wildcards, output):
 
 
 def expand_runs(pattern, runs=None):
-    return [pattern.format(setting=r.setting, method=r.method, variant=r.variant, seed=r.seed)
-            for r in (runs if runs is not None else EXP.runs)]
+    return [
+        pattern.format(setting=r.setting, method=r.method, variant=r.variant, seed=r.seed)
+        for r in (runs if runs is not None else EXP.runs)
+    ]
 
 
 # the configuration rules write their `content` param, after removing their folder's other (earlier)
 # files: a shell line, since Snakemake spawns each `run:` job as a new Snakemake process that re-parses
 # the workflow (~5 s a file on the path to pretraining)
-WRITE_CONTENT = ("for f in $(dirname {output})/*; do [ \"$f\" = {output:q} ] || rm -f -- \"$f\"; done; "
-                 "printf '%s\\n' {params.content:q} > {output} 2> {log}")
+WRITE_CONTENT = (
+    'for f in $(dirname {output})/*; do [ "$f" = {output:q} ] || rm -f -- "$f"; done; '
+    "printf '%s\\n' {params.content:q} > {output} 2> {log}"
+)
 
 
 def run_config_params(wildcards):
@@ -151,8 +161,10 @@ def run_config_params(wildcards):
 
 def run_config_path(setting, method, variant):
     """The file of a (setting, method, variant)'s resolved run config (named by its content)."""
-    return content_path(RUN_CONFIGS.format(setting=setting, method=method, variant=variant),
-                        canonical(EXP.run_config_dict(setting, method, variant)))
+    return content_path(
+        RUN_CONFIGS.format(setting=setting, method=method, variant=variant),
+        canonical(EXP.run_config_dict(setting, method, variant)),
+    )
 
 
 def run_config(wildcards):
@@ -208,20 +220,26 @@ def eval_in_train(kind):
         return {}
     if kind == "input":
         return {"protocol": EVAL_PROTOCOL, "test_prompts": prompt_input("test")}  # reward files: an input already
-    return {"csv": train_outputs(EVAL_CSV), "summary": train_outputs(EVAL_SUMMARY),
-            "images": train_outputs(EVAL_IMAGES, directory)}
+    return {
+        "csv": train_outputs(EVAL_CSV),
+        "summary": train_outputs(EVAL_SUMMARY),
+        "images": train_outputs(EVAL_IMAGES, directory),
+    }
 
 
 def eval_in_train_flags(wildcards):
     if not EVAL_WITH_TRAINING:
         return ""
-    return (f"--evaluate {EVAL_PROTOCOL} --eval-out {job_path(EVAL_CSV, wildcards)} "
-            f"--eval-images {job_path(EVAL_IMAGES, wildcards)}")
+    return (
+        f"--evaluate {EVAL_PROTOCOL} --eval-out {job_path(EVAL_CSV, wildcards)} "
+        f"--eval-images {job_path(EVAL_IMAGES, wildcards)}"
+    )
 
 
 def qualitative_runs(wildcards):
-    return " ".join(f"--run {s}/{m}={RUN_DIR.format(setting=s, method=m, variant=MAIN, seed=SEEDS[0])}"
-                    for s, m in MAIN_FIRST_SEED)
+    return " ".join(
+        f"--run {s}/{m}={RUN_DIR.format(setting=s, method=m, variant=MAIN, seed=SEEDS[0])}" for s, m in MAIN_FIRST_SEED
+    )
 
 
 def caption(table):
@@ -239,17 +257,23 @@ def final_outputs():
     runs = [RUN_META, RUN_WEIGHTS, RUN_LOG, EVAL_CSV, EVAL_SUMMARY, EVAL_IMAGES]
     specs = [EXPERIMENT, EVAL_PROTOCOL, QUALITATIVE_PROMPTS] + [p for p in (WORLD_SPEC, VARIANCE_SPEC) if p]
     specs += [run_config_path(*c) for c in CONFIGURATIONS]
-    return ([f"results/tables/{t}.md" for t in TABLES] + [f"results/figures/{f}.png" for f in FIGURES]
-            + [path for pattern in runs for path in expand_runs(pattern)]
-            + [BASE_EVAL_CSV, BASE_EVAL_SUMMARY, QUALITATIVE_IMAGES] + ([VARIANCE_CSV] if EXP.merge_method else [])
-            + specs)
+    return (
+        [f"results/tables/{t}.md" for t in TABLES]
+        + [f"results/figures/{f}.png" for f in FIGURES]
+        + [path for pattern in runs for path in expand_runs(pattern)]
+        + [BASE_EVAL_CSV, BASE_EVAL_SUMMARY, QUALITATIVE_IMAGES]
+        + ([VARIANCE_CSV] if EXP.merge_method else [])
+        + specs
+    )
 
 
 def check_submission():
     """Mistakes in the cluster resources (a placeholder account, a CPU job sent to a GPU partition),
     caught before any job is submitted: one line naming what to change. Called once every rule exists."""
-    gpus = {r.name: int(getattr(r.resources["gpu"], "raw", r.resources["gpu"]) or 0) if "gpu" in r.resources else 0
-            for r in workflow.rules}
+    gpus = {
+        r.name: int(getattr(r.resources["gpu"], "raw", r.resources["gpu"]) or 0) if "gpu" in r.resources else 0
+        for r in workflow.rules
+    }
     # the rules a cluster would submit (workflow.is_local says True for all until an executor is chosen)
     remote = [r.name for r in workflow.rules if r.name not in workflow._localrules and not r.norun]
     error = submission_error(*resources_of(workflow.resource_settings), gpus, remote)

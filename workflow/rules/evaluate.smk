@@ -4,10 +4,10 @@ rule eval_config:
         EVAL_PROTOCOL,
     log:
         "logs/configs/eval.log",
-    params:
-        content=spec_content(EXP.eval_protocol()),
     conda:
         "../envs/egrpo.yaml"
+    params:
+        content=spec_content(EXP.eval_protocol()),
     shell:
         WRITE_CONTENT
 
@@ -28,12 +28,12 @@ if not EVAL_WITH_TRAINING:  # else the train job writes these outputs itself
             "logs/eval/{setting}/{method}/{variant}/seed{seed}.log",
         benchmark:
             "logs/benchmarks/eval/{setting}/{method}/{variant}/seed{seed}.tsv"
-        threads: EVAL_THREADS
-        resources:
-            gpu=EXP.gpus.eval,
-            **limits("evaluate_run", EXP.gpus.eval),
         conda:
             "../envs/egrpo.yaml"
+        threads: EVAL_THREADS
+        resources:
+            **limits("evaluate_run", EXP.gpus.eval),
+            gpu=EXP.gpus.eval,
         params:
             run=run_of,
         shell:
@@ -55,13 +55,13 @@ rule evaluate_base:
         "logs/eval/base.log",
     benchmark:
         "logs/benchmarks/eval/base.tsv"
-    threads: EVAL_THREADS
     priority: 1  # short: run it beside the training jobs, not after the last one
-    resources:
-        gpu=EXP.gpus.eval,
-        **limits("evaluate_base", EXP.gpus.eval),
     conda:
         "../envs/egrpo.yaml"
+    threads: EVAL_THREADS
+    resources:
+        **limits("evaluate_base", EXP.gpus.eval),
+        gpu=EXP.gpus.eval,
     params:
         model=model_path,
     shell:
@@ -74,10 +74,10 @@ rule qualitative_prompts:
         QUALITATIVE_PROMPTS,
     log:
         "logs/qualitative_prompts.log",
-    params:
-        content="\n".join(EXP.qualitative.prompts),
     conda:
         "../envs/egrpo.yaml"
+    params:
+        content="\n".join(EXP.qualitative.prompts),
     shell:
         WRITE_CONTENT
 
@@ -95,13 +95,13 @@ rule qualitative_images:
         "logs/qualitative_images.log",
     benchmark:
         "logs/benchmarks/qualitative_images.tsv"
-    threads: EVAL_THREADS
     priority: 1  # short: run it beside the training jobs, not after the last one
-    resources:
-        gpu=EXP.gpus.eval,
-        **limits("qualitative_images", EXP.gpus.eval),
     conda:
         "../envs/egrpo.yaml"
+    threads: EVAL_THREADS
+    resources:
+        **limits("qualitative_images", EXP.gpus.eval),
+        gpu=EXP.gpus.eval,
     params:
         model=model_path,
         runs=qualitative_runs,
@@ -121,10 +121,10 @@ if EXP.merge_method:  # Fig. 1a (its figure is planned only then)
             VARIANCE_SPEC,
         log:
             "logs/configs/variance.log",
-        params:
-            content=spec_content(EXP.variance_spec()),
         conda:
             "../envs/egrpo.yaml"
+        params:
+            content=spec_content(EXP.variance_spec()),
         shell:
             WRITE_CONTENT
 
@@ -142,12 +142,12 @@ if EXP.merge_method:  # Fig. 1a (its figure is planned only then)
             "logs/variance.log",
         benchmark:
             "logs/benchmarks/variance.tsv"
-        threads: EVAL_THREADS
         priority: 1  # short: run it beside the training jobs, not after the last one
-        resources:
-            gpu=EXP.gpus.eval,
-            **limits("variance", EXP.gpus.eval),
         conda:
             "../envs/egrpo.yaml"
+        threads: EVAL_THREADS
+        resources:
+            **limits("variance", EXP.gpus.eval),
+            gpu=EXP.gpus.eval,
         shell:
             "python -m egrpo variance --config {input.spec} --device auto --out {output} > {log} 2>&1"

@@ -9,12 +9,16 @@ rule tables:
         configs=[run_config_path(*c) for c in CONFIGURATIONS],
     output:
         # the report shows HTML inline (Markdown and CSV only as downloads)
-        tables=[report(f"results/tables/{t}.html", caption=f"../report/{caption(t)}.rst", category="Tables")
-                for t in TABLES],
+        tables=[
+            report(f"results/tables/{t}.html", caption=f"../report/{caption(t)}.rst", category="Tables")
+            for t in TABLES
+        ],
         other=[f"results/tables/{t}.{ext}" for t in TABLES for ext in ("md", "tex", "csv")],
         comparisons="results/tables/comparisons.csv",
-        pages=[report(f"results/tables/{p}.html", caption=f"../report/{p}.rst", category=c)
-               for p, c in (("comparisons", "Tables"), ("configs", "Provenance"), ("provenance", "Provenance"))],
+        pages=[
+            report(f"results/tables/{p}.html", caption=f"../report/{p}.rst", category=c)
+            for p, c in (("comparisons", "Tables"), ("configs", "Provenance"), ("provenance", "Provenance"))
+        ],
     log:
         "logs/tables.log",
     conda:
@@ -26,12 +30,12 @@ rule tables:
 rule figures:
     """Figs. 1a, 1b, 4, 5-7 and the tau ablation plot, as PNG and PDF."""
     input:
+        **({"variance": VARIANCE_CSV} if EXP.merge_method else {}),
         experiment=EXPERIMENT,
         logs=expand_runs(RUN_LOG),
         qualitative=QUALITATIVE_IMAGES,
         qualitative_prompts=QUALITATIVE_PROMPTS,
         tables=[f"results/tables/{t}.csv" for t in TABLES],
-        **({"variance": VARIANCE_CSV} if EXP.merge_method else {}),
     output:
         figures=[report(f"results/figures/{f}.png", caption=f"../report/{f}.rst", category="Figures") for f in FIGURES],
         pdf=[f"results/figures/{f}.pdf" for f in FIGURES],
@@ -50,10 +54,10 @@ rule experiment_config:
         EXPERIMENT,
     log:
         "logs/configs/experiment.log",
-    params:
-        content=canonical(config),
     conda:
         "../envs/egrpo.yaml"
+    params:
+        content=canonical(config),
     shell:
         WRITE_CONTENT
 

@@ -5,10 +5,10 @@ rule run_config:
         f"{RUN_CONFIGS}/{{digest}}.json",
     log:
         "logs/configs/{setting}/{method}/{variant}/{digest}.log",
-    params:
-        content=run_config_params,
     conda:
         "../envs/egrpo.yaml"
+    params:
+        content=run_config_params,
     shell:
         WRITE_CONTENT
 
@@ -20,26 +20,26 @@ rule train:
     edited config is discarded, never reused. With eval.with_training it also evaluates the final
     model (the evaluate_run rule's outputs)."""
     input:
+        **eval_in_train("input"),
         config=run_config,
         model=model_input(),
         prompts=prompt_input("train"),
         rewards=reward_inputs(),
-        **eval_in_train("input"),
     output:
+        **eval_in_train("output"),
         final=train_outputs(RUN_META),
         weights=train_outputs(RUN_WEIGHTS),
         log=train_outputs(RUN_LOG),
-        **eval_in_train("output"),
     log:
         f"logs/train/{TRAIN_JOB}.log",
     benchmark:
         f"logs/benchmarks/train/{TRAIN_JOB}.tsv"
-    threads: TRAIN_THREADS
-    resources:
-        gpu=EXP.gpus.train,
-        **limits("train", EXP.gpus.train),
     conda:
         "../envs/egrpo.yaml"
+    threads: TRAIN_THREADS
+    resources:
+        **limits("train", EXP.gpus.train),
+        gpu=EXP.gpus.train,
     params:
         out=run_out,
         seeds=train_seeds,

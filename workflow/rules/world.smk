@@ -10,10 +10,10 @@ if WORLD:
             WORLD_SPEC,
         log:
             "logs/configs/world.log",
-        params:
-            content=spec_content(EXP.world_spec()),
         conda:
             "../envs/egrpo.yaml"
+        params:
+            content=spec_content(EXP.world_spec()),
         shell:
             WRITE_CONTENT
 
@@ -28,12 +28,12 @@ if WORLD:
             "logs/world_build.log",
         benchmark:
             "logs/benchmarks/world_build.tsv"
-        threads: JOB_THREADS
-        resources:
-            **limits("world_build", 0),
         priority: 10  # first: the pretraining that follows needs every core, and all else waits on both
         conda:
             "../envs/egrpo.yaml"
+        threads: JOB_THREADS
+        resources:
+            **limits("world_build", 0),
         params:
             out=world_dir,
         shell:
@@ -48,10 +48,10 @@ if WORLD:
             "logs/world_pretrain.log",
         benchmark:
             "logs/benchmarks/world_pretrain.tsv"
+        conda:
+            "../envs/egrpo.yaml"
         threads: PRETRAIN_THREADS  # Snakemake caps it at --cores
         resources:
             **limits("world_pretrain", 0),
-        conda:
-            "../envs/egrpo.yaml"
         shell:
             "python -m egrpo world pretrain --config {input.spec} --out {output} > {log} 2>&1"
