@@ -45,13 +45,25 @@ def _train(env, config, *extra, out=None):
             "--no-progress", *extra]
 
 
-def _copy_run(env, name):
-    """A copy of the finished run whose checkpoint the case then damages; the config asks for one more
-    iteration, so the command resumes from it."""
+def _run_copy(env, name) -> Path:
+    """A fresh copy of the finished run, for a case to damage."""
     run = env["dir"] / name
     shutil.rmtree(run, ignore_errors=True)  # a case may run twice (its early check)
     shutil.copytree(env["dir"] / "run", run)
-    return run, _config(env, f"{name}_more", train__iterations=3)
+    return run
+
+
+def _copy_run(env, name):
+    """A copy of the finished run whose checkpoint the case then damages; the config asks for one more
+    iteration, so the command resumes from it."""
+    return _run_copy(env, name), _config(env, f"{name}_more", train__iterations=3)
+
+
+def _record_base(run: Path, model: Path) -> None:
+    """Point the run's export at another base model directory."""
+    meta = json.loads((run / "final" / "meta.json").read_text())
+    meta.update(base=str(model), base_relative=os.path.relpath(model, run / "final"))
+    (run / "final" / "meta.json").write_text(json.dumps(meta))
 
 
 def _file(env, name: str, data: bytes) -> Path:
@@ -160,9 +172,7 @@ def trained_weights_do_not_fit(env):
     from safetensors.torch import save_file
     import torch
 
-    run = env["dir"] / "misfit"
-    shutil.rmtree(run, ignore_errors=True)  # a case may run twice (its early check)
-    shutil.copytree(env["dir"] / "run", run)
+    run = _run_copy(env, "misfit")
     for weights in ("trainable.safetensors", "transformer/diffusion_pytorch_model.safetensors"):  # one file in a run
         save_file({"transformer_blocks.0.attn.to_q.weight": torch.zeros(3, 3)}, str(run / "final" / weights))
     _rehash(run)  # a faulty export, its checksums recorded as written
@@ -200,9 +210,7 @@ def _evaluate_run(env, run, **protocol):
 
 def trained_weights_replaced(env):
     """Another run's weights copied into final/: the file is not the one meta.json's checksum records."""
-    run = env["dir"] / "replaced"
-    shutil.rmtree(run, ignore_errors=True)  # a case may run twice (its early check)
-    shutil.copytree(env["dir"] / "run", run)
+    run = _run_copy(env, "replaced")
     for name in ("trainable.safetensors", "transformer/diffusion_pytorch_model.safetensors"):
         _edit_weights(run / "final" / name, lambda sd: sd.update({k: v + 1 for k, v in list(sd.items())[:1]}))
     return _evaluate_run(env, run), "is not the run's export"
@@ -210,9 +218,7 @@ def trained_weights_replaced(env):
 
 def trained_weights_missing_a_tensor(env):
     """An export without one block's weights must not load the base's for it (strict=False did)."""
-    run = env["dir"] / "missing_block"
-    shutil.rmtree(run, ignore_errors=True)  # a case may run twice (its early check)
-    shutil.copytree(env["dir"] / "run", run)
+    run = _run_copy(env, "missing_block")
     for name in ("trainable.safetensors", "transformer/diffusion_pytorch_model.safetensors"):
         _edit_weights(run / "final" / name, lambda sd: sd.pop(sorted(sd)[0]))
     _rehash(run)
@@ -221,29 +227,21 @@ def trained_weights_missing_a_tensor(env):
 
 def base_model_replaced(env):
     """A base model of the same architecture but other weights where the run's base was."""
-    run = env["dir"] / "other_base"
-    shutil.rmtree(run, ignore_errors=True)  # a case may run twice (its early check)
-    shutil.copytree(env["dir"] / "run", run)
+    run = _run_copy(env, "other_base")
     model = _model_copy(env, "other_base_model")
     _edit_weights(model / "vae" / "diffusion_pytorch_model.safetensors",
                   lambda sd: sd.update({k: v * 0.5 for k, v in list(sd.items())[:1]}))
-    meta = json.loads((run / "final" / "meta.json").read_text())
-    meta.update(base=str(model), base_relative=os.path.relpath(model, run / "final"))
-    (run / "final" / "meta.json").write_text(json.dumps(meta))
+    _record_base(run, model)
     return _evaluate_run(env, run), "vae/diffusion_pytorch_model.safetensors has sha256"
 
 
 def base_model_config_changed(env):
     """The base's weights as recorded, but its scheduler's shift changed: the digest covers the configs too."""
-    run = env["dir"] / "base_config_changed"
-    shutil.rmtree(run, ignore_errors=True)  # a case may run twice (its early check)
-    shutil.copytree(env["dir"] / "run", run)
+    run = _run_copy(env, "base_config_changed")
     model = _model_copy(env, "base_config_changed_model")
     path = model / "scheduler" / "scheduler_config.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "shift": 2.0}))
-    meta = json.loads((run / "final" / "meta.json").read_text())
-    meta.update(base=str(model), base_relative=os.path.relpath(model, run / "final"))
-    (run / "final" / "meta.json").write_text(json.dumps(meta))
+    _record_base(run, model)
     return _evaluate_run(env, run), "scheduler/scheduler_config.json has sha256"
 
 
