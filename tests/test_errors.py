@@ -202,10 +202,22 @@ def _edit_weights(path: Path, edit) -> None:
     save_file(sd, str(path))
 
 
+def _protocol(env, name: str, **edit) -> Path:
+    """The test protocol with `edit`'s top-level keys replaced, written to eval_<name>.json."""
+    path = env["dir"] / f"eval_{name}.json"
+    path.write_text(json.dumps({**env["protocol"], **edit}))
+    return path
+
+
 def _evaluate_run(env, run, **protocol):
-    path = env["dir"] / f"eval_{run.name}.json"
-    path.write_text(json.dumps({**env["protocol"], **protocol}))
-    return ["evaluate", "--run", str(run), "--protocol", str(path), "--out", str(env["dir"] / f"{run.name}.csv")]
+    return ["evaluate", "--run", str(run), "--protocol", str(_protocol(env, run.name, **protocol)),
+            "--out", str(env["dir"] / f"{run.name}.csv")]
+
+
+def _evaluate_model(env, name: str, **protocol):
+    """`egrpo evaluate` of the base model under the test protocol edited as `protocol` says."""
+    return ["evaluate", "--model", str(env["flux"]), "--protocol", str(_protocol(env, name, **protocol)),
+            "--out", str(env["dir"] / "e.csv")]
 
 
 def trained_weights_replaced(env):
@@ -252,17 +264,11 @@ def protocol_not_json(env):
 
 
 def protocol_unknown_sampler_key(env):
-    path = env["dir"] / "eval_key.json"
-    path.write_text(json.dumps({**env["protocol"], "sampler": {"steps": 3}}))
-    return ["evaluate", "--model", str(env["flux"]), "--protocol", str(path), "--out", str(env["dir"] / "e.csv")], \
-        "sampler.steps"
+    return _evaluate_model(env, "key", sampler={"steps": 3}), "sampler.steps"
 
 
 def protocol_unknown_reward(env):
-    path = env["dir"] / "eval_reward.json"
-    path.write_text(json.dumps({**env["protocol"], "metrics": {"hps": {"reward": "hsp"}}}))
-    return ["evaluate", "--model", str(env["flux"]), "--protocol", str(path), "--out", str(env["dir"] / "e.csv")], \
-        "metrics.hps"
+    return _evaluate_model(env, "reward", metrics={"hps": {"reward": "hsp"}}), "metrics.hps"
 
 
 def reward_precision_unknown(env):
@@ -274,10 +280,7 @@ def reward_precision_in_options(env):
 
 
 def protocol_bad_score_text(env):
-    path = env["dir"] / "eval_text.json"
-    path.write_text(json.dumps({**env["protocol"], "score_text": "file"}))
-    return ["evaluate", "--model", str(env["flux"]), "--protocol", str(path), "--out", str(env["dir"] / "e.csv")], \
-        "score_text"
+    return _evaluate_model(env, "text", score_text="file"), "score_text"
 
 
 def _variance_spec(env, name, run=None, **changes):
@@ -296,10 +299,7 @@ def variance_not_merging(env):
 
 
 def protocol_bad_determinism(env):
-    path = env["dir"] / "eval_det.json"
-    path.write_text(json.dumps({**env["protocol"], "determinism": {"cpu": "avx512"}}))
-    return ["evaluate", "--model", str(env["flux"]), "--protocol", str(path), "--out", str(env["dir"] / "e.csv")], \
-        "determinism.cpu"
+    return _evaluate_model(env, "det", determinism={"cpu": "avx512"}), "determinism.cpu"
 
 
 def config_bad_determinism(env):
@@ -307,8 +307,7 @@ def config_bad_determinism(env):
 
 
 def train_protocol_of_another_determinism(env):
-    path = env["dir"] / "eval_portable.json"
-    path.write_text(json.dumps({**env["protocol"], "determinism": {"cpu": "portable"}}))
+    path = _protocol(env, "portable", determinism={"cpu": "portable"})
     return _train(env, _config(env, "det_ok"), "--evaluate", str(path), "--eval-out", str(env["dir"] / "d.csv")), \
         "one process runs one setting"
 
@@ -359,9 +358,7 @@ def reward_options_of_a_reward_not_trained(env):
 
 
 def metric_option_misspelt(env):
-    path = env["dir"] / "eval_option.json"
-    path.write_text(json.dumps({**env["protocol"], "metrics": {"red": {"reward": "channel", "options": {"chanel": 0}}}}))
-    return ["evaluate", "--model", str(env["flux"]), "--protocol", str(path), "--out", str(env["dir"] / "e.csv")], \
+    return _evaluate_model(env, "option", metrics={"red": {"reward": "channel", "options": {"chanel": 0}}}), \
         "metrics.red.options.chanel"
 
 
@@ -399,9 +396,7 @@ def image_height_not_a_multiple(env):
 
 
 def eval_image_width_not_a_multiple(env):
-    path = env["dir"] / "eval_size.json"
-    path.write_text(json.dumps({**env["protocol"], "sampler": {**env["protocol"]["sampler"], "width": _odd_size(env)}}))
-    return ["evaluate", "--model", str(env["flux"]), "--protocol", str(path), "--out", str(env["dir"] / "e.csv")], \
+    return _evaluate_model(env, "size", sampler={**env["protocol"]["sampler"], "width": _odd_size(env)}), \
         "sampler.width"
 
 
@@ -412,10 +407,7 @@ def prompt_outside_the_worlds_captions(env):
 
 
 def eval_prompt_outside_the_worlds_captions(env):
-    path = env["dir"] / "eval_world.json"
-    path.write_text(json.dumps({**env["protocol"], "metrics": {"align": {"reward": "world_alignment"}}}))
-    return ["evaluate", "--model", str(env["flux"]), "--protocol", str(path), "--out", str(env["dir"] / "e.csv")], \
-        "protocol prompts"
+    return _evaluate_model(env, "world", metrics={"align": {"reward": "world_alignment"}}), "protocol prompts"
 
 
 def eval_limit_negative(env):
@@ -614,8 +606,7 @@ def test_a_nan_metric_is_one_line_naming_the_metric_and_writes_no_result(env, ca
         return lambda images, prompts: torch.where(torch.arange(len(images)) == 1, float("nan"), 0.5)
 
     monkeypatch.setitem(rewards.REWARDS, "nan_test", rewards.RewardSpec("nan_test", nan_reward))
-    path = env["dir"] / "eval_nan.json"
-    path.write_text(json.dumps({**env["protocol"], "metrics": {"broken": {"reward": "nan_test"}}}))
+    path = _protocol(env, "nan", metrics={"broken": {"reward": "nan_test"}})
     out = env["dir"] / "nan.csv"
     capsys.readouterr()
     assert main(["evaluate", "--model", str(env["flux"]), "--protocol", str(path), "--out", str(out)]) == 2
