@@ -25,10 +25,11 @@ from .flux import FluxBackbone
 from .progress import Progress
 from .protocol import EvalSpec
 from .rewards import Reward, score
-from .sampler import initial_noise, make_transitions, sample
+from .sampler import initial_noise, sample
 from .schedule import shifted_sigmas
 from .seeding import derive_seed, generator
 from .stats import per_prompt
+from .transitions import make_transitions
 
 
 def model_dtype(spec: EvalSpec, device: torch.device) -> torch.dtype:

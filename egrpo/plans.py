@@ -66,7 +66,7 @@ class Rollout:
     trainable: indices into head of the transitions that may be trained; train_per_row: train a
     random subset of that size per row (DanceGRPO), else all of them.
     splits: (head index, children) pairs that make the G rows the leaves of one tree from the
-    shared start (see sampler.Tree): a node is forwarded once and draws its own noise; a tree
+    shared start (see transitions.Tree): a node is forwarded once and draws its own noise; a tree
     rooted at the anchor takes the anchor's velocity at its root (TempFlow-GRPO's branches).
     advantage_std, advantage_eps: the group normalisation's std and epsilon.
     noise_weight: c, each trained transition's loss weighted by c * its std (TempFlow-GRPO).

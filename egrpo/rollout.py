@@ -19,9 +19,10 @@ from .flux import FluxBackbone, PromptEmbeds
 from .methods import MethodConfig
 from .objectives import Aggregation, clipped_ratio_loss, rollout_advantages, tree_advantages
 from .plans import IterationPlan, Rollout
-from .sampler import Lane, Tree, initial_noise, make_transitions, run_lanes
+from .sampler import Lane, initial_noise, run_lanes
 from .sde import sde_step, transition_std
 from .seeding import generator
+from .transitions import Tree, make_transitions
 
 FINAL = "final"  # image key of a rollout without tails: its head's own end
 

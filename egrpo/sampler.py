@@ -16,7 +16,7 @@ from .dpm_solver import dpm_solver_2m_step
 from .flux import FluxBackbone, PromptEmbeds
 from .sde import sde_step
 from .seeding import randn_rows
-from .transitions import DPM2, SDE, Transition, Tree, make_transitions  # noqa: F401 (the sampler's vocabulary)
+from .transitions import DPM2, Transition, Tree
 
 NodeGenerator = Callable[[int, int], torch.Generator]  # (transition, node) -> that node's generator
 

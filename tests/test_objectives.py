@@ -75,7 +75,7 @@ def test_dpm_solver_exact_on_constant_x0():
 
 # ---- TempFlow-GRPO's population std; BranchGRPO's per-depth tree advantages -------------------------
 from egrpo.objectives import tree_advantages  # noqa: E402
-from egrpo.sampler import Tree  # noqa: E402
+from egrpo.transitions import Tree  # noqa: E402
 
 
 def test_population_std_is_flow_grpos_stat_tracker():

@@ -2,7 +2,8 @@ import math
 
 import torch
 
-from egrpo.sampler import SDE, Transition, initial_noise, make_transitions, sample
+from egrpo.sampler import initial_noise, sample
+from egrpo.transitions import SDE, Transition, make_transitions
 from egrpo.schedule import shifted_sigmas
 from egrpo.seeding import derive_seed, generator
 
@@ -94,7 +95,8 @@ def test_the_first_dpm_step_after_an_sde_window_is_second_order():
     already uses the previous one (the release's sampler; its last step is first order)."""
     from egrpo.dpm_solver import dpm_solver_2m_step
     from egrpo.flux import PromptEmbeds
-    from egrpo.sampler import DPM2, Lane
+    from egrpo.sampler import Lane
+    from egrpo.transitions import DPM2
 
     sig = torch.tensor([0.9, 0.8, 0.5, 0.2, 0.0])
     e = PromptEmbeds(torch.zeros(1, 2, 4), torch.zeros(1, 4), torch.zeros(2, 3))
@@ -113,7 +115,8 @@ def test_the_first_dpm_step_after_an_sde_window_is_second_order():
 
 # ---- trees: rows sharing a prefix share its forwards; a node's noise is keyed by the node ----------
 from egrpo.cost import StandInBackbone, stand_in_embeds  # noqa: E402
-from egrpo.sampler import Lane, Tree, run_lanes  # noqa: E402
+from egrpo.sampler import Lane, run_lanes  # noqa: E402
+from egrpo.transitions import Tree  # noqa: E402
 from egrpo.sde import gaussian_log_prob, sde_step  # noqa: E402
 
 RELEASE_SPLITS = ((0, 2), (3, 2), (6, 2), (9, 2))  # BranchGRPO's script: 16 leaves over 20 steps

@@ -7,7 +7,8 @@ from safetensors.torch import load_file
 from conftest import tiny_run_config
 from egrpo.config import resolve
 from egrpo.rewards import register
-from egrpo.sampler import initial_noise, make_transitions, sample
+from egrpo.sampler import initial_noise, sample
+from egrpo.transitions import make_transitions
 from egrpo.schedule import shifted_sigmas
 from egrpo.seeding import generator
 from egrpo.trainer import Trainer, TrainingError
