@@ -135,11 +135,11 @@ def test_a_written_table_of_verdicts_reads_back_to_the_same_decisions(tmp_path):
 
 
 def test_stored_comparisons_without_spreads_are_reconstructed_from_their_design():
-    """The study's comparisons.csv predates the recorded spreads: given its design (4 seeds x 72 prompts)
+    """The first study's comparisons.csv predates the recorded spreads: given its design (4 seeds x 72 prompts)
     each interval is rebuilt exactly at 95%; with all of its width in the seeds' term (3 degrees of
     freedom) the adjusted intervals are the widest the design allows, with none the narrowest, and the
     seeds' reading never resolves a claim the prompts' reading leaves open."""
-    study = ROOT / "docs" / "study" / "comparisons.csv"
+    study = ROOT / "docs" / "study" / "run1_ecb05b9" / "comparisons.csv"
     with pytest.raises(ValueError, match="give the design"):
         read(study)
     seeds, prompts = decide(read(study, seeds=4, prompts=72)), decide(read(study, seeds=4, prompts=72, seed_share=0.0))
@@ -148,6 +148,16 @@ def test_stored_comparisons_without_spreads_are_reconstructed_from_their_design(
     assert [c.comparison.family for c in seeds] == [7] * 14 + [3] * 6 + [4] * 4
     assert all(b.comparison.resolved for a, b in zip(seeds, prompts) if a.comparison.resolved)
     assert sum(c.comparison.resolved for c in seeds) < sum(c.comparison.resolved for c in prompts)
+
+
+def test_the_six_method_study_s_verdicts_follow_from_its_stored_spreads():
+    """docs/study/comparisons.csv records each claim's spread: read back without a design, every verdict,
+    interval and seeds-for-90% the docs cite is what decide() gives today."""
+    stored = pd.read_csv(ROOT / "docs" / "study" / "comparisons.csv")
+    again = frame(decide(read(stored)))
+    assert list(again.verdict) == list(stored.verdict) and list(again.verdict_95) == list(stored.verdict_95)
+    cols = ["delta", "lo", "hi", "p_holm", "lo_holm", "hi_holm"]
+    np.testing.assert_allclose(again[cols].to_numpy(float), stored[cols].to_numpy(float), rtol=1e-9)
 
 
 def test_side_by_side_pairs_two_runs_claim_by_claim():
