@@ -68,11 +68,14 @@ def duration(seconds: float) -> str:
 
 class Progress:
     """Counts steps of a known total and logs one line per step: the step, the given fields, seconds per
-    step (the last one's and the mean since this process started) and the time left at the mean."""
+    step (the last one's and the mean since this process started) and the time left at the mean. With
+    `lines`, a loop of many short steps reports through `reach`, about that many lines in all."""
 
-    def __init__(self, label: str, total: int, start: int = 0, unit: str = "iteration", enabled: bool = True):
+    def __init__(self, label: str, total: int, start: int = 0, unit: str = "iteration", enabled: bool = True,
+                 lines: int | None = None):
         self.label, self.total, self.done, self.unit, self.enabled = label, total, start, unit, enabled
         self.first = start
+        self.every = 1 if lines is None else chunk(total, lines)
         self.t0 = self.last = time.perf_counter()
 
     def step(self, count: int = 1, /, **fields) -> None:
@@ -88,6 +91,11 @@ class Progress:
                  f" {shown}" if shown else "", (now - self.last) / count, self.unit, mean,
                  duration(mean * (self.total - self.done)))
         self.last = now
+
+    def reach(self, done: int, /, **fields) -> None:
+        """`done` steps in all: a line (through `step`) where that ends a chunk of `every` steps, or the loop."""
+        if done % self.every == 0 or done == self.total:
+            self.step(done - self.done, **fields)
 
 
 def chunk(total: int, lines: int = 20) -> int:

@@ -125,3 +125,17 @@ def test_a_chunk_of_steps_is_one_line_with_the_time_per_step(monkeypatch):
     progress.Progress("pretrain", total=20, unit="step").step(5, loss=0.5)
     assert records == ["pretrain: step 5/20 loss 0.5 2.00 s/step (mean 2.00), ETA 0:00:30"]
     assert progress.chunk(1000) == 50 and progress.chunk(7) == 1 and progress.chunk(21) == 2
+
+
+def test_a_loop_of_short_steps_logs_a_line_per_chunk_and_at_its_end(monkeypatch):
+    records = []
+    monkeypatch.setattr(progress.log, "info", lambda fmt, *a: records.append(fmt % a))
+    bar = progress.Progress("critic", total=45, unit="step", lines=20)  # 3 steps a line
+    for k in range(45):
+        bar.reach(k + 1)
+    assert [int(r.split()[2].split("/")[0]) for r in records] == list(range(3, 46, 3))
+    records.clear()
+    bar = progress.Progress("critic", total=7, unit="step", lines=3)  # 3 steps a line, and the last
+    for k in range(7):
+        bar.reach(k + 1)
+    assert [r.split()[2] for r in records] == ["3/7", "6/7", "7/7"]

@@ -39,7 +39,7 @@ def train_vae(vae, images: torch.Tensor, cfg: PretrainSpec, g: torch.Generator) 
     vae.train().requires_grad_(True)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     loss = torch.zeros(())
-    bar, every = progress.Progress("world pretrain, vae", cfg.vae_steps, unit="step"), progress.chunk(cfg.vae_steps)
+    bar = progress.Progress("world pretrain, vae", cfg.vae_steps, unit="step", lines=20)
     for k in range(cfg.vae_steps):
         x = images[torch.randint(len(images), (cfg.vae_batch,), generator=g)] * 2 - 1
         post = vae.encode(x).latent_dist
@@ -49,8 +49,7 @@ def train_vae(vae, images: torch.Tensor, cfg: PretrainSpec, g: torch.Generator) 
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if (k + 1) % every == 0 or k + 1 == cfg.vae_steps:
-            bar.step((k + 1) - bar.done, loss=float(loss.detach()))
+        bar.reach(k + 1, loss=float(loss.detach()))
     vae.eval().requires_grad_(False)
     return float(loss.detach())
 
@@ -68,8 +67,7 @@ def train_flow(bb: FluxBackbone, latents: torch.Tensor, cap_idx: torch.Tensor, e
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))
     x_all = bb.pack(latents)
     loss = torch.zeros(())
-    bar, every = progress.Progress("world pretrain, transformer", cfg.flow_steps, unit="step"), \
-        progress.chunk(cfg.flow_steps)
+    bar = progress.Progress("world pretrain, transformer", cfg.flow_steps, unit="step", lines=20)
     for k in range(cfg.flow_steps):
         idx = torch.randint(len(x_all), (cfg.flow_batch,), generator=g)
         x0 = x_all[idx]
@@ -86,8 +84,7 @@ def train_flow(bb: FluxBackbone, latents: torch.Tensor, cap_idx: torch.Tensor, e
         loss.backward()
         opt.step()
         sched.step()
-        if (k + 1) % every == 0 or k + 1 == cfg.flow_steps:
-            bar.step((k + 1) - bar.done, loss=float(loss.detach()))
+        bar.reach(k + 1, loss=float(loss.detach()))
     tr.eval().requires_grad_(False)
     return float(loss.detach())
 

@@ -161,7 +161,7 @@ def train_attribute_net(images: torch.Tensor, prompts: Sequence[str], *, steps: 
     net = AttributeNet()
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
     targets = attribute_targets(prompts)
-    bar, every = progress.Progress("world build, fidelity critic", steps, unit="step"), progress.chunk(steps)
+    bar = progress.Progress("world build, fidelity critic", steps, unit="step", lines=20)
     for k in range(steps):
         idx = torch.randint(len(images), (64,), generator=g)
         x = images[idx]
@@ -172,8 +172,7 @@ def train_attribute_net(images: torch.Tensor, prompts: Sequence[str], *, steps: 
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if (k + 1) % every == 0 or k + 1 == steps:
-            bar.step((k + 1) - bar.done, loss=float(loss.detach()))
+        bar.reach(k + 1, loss=float(loss.detach()))
     return net.eval()
 
 
