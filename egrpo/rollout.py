@@ -22,7 +22,7 @@ from .plans import IterationPlan, Rollout
 from .sampler import Lane, initial_noise, run_lanes
 from .sde import sde_step, transition_std
 from .seeding import generator
-from .transitions import Tree, make_transitions
+from .transitions import make_transitions
 
 FINAL = "final"  # image key of a rollout without tails: its head's own end
 

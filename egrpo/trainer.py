@@ -31,7 +31,6 @@ from .prompts import load_prompts
 from .rewards import build_reward, check_inputs, check_prompts
 from .rollout import (Prompt, forward_inputs, forward_loss, group_advantages_of, sample_iteration, score_sample,
                       train_units, training_batches)
-from .sde import sde_step
 from .seeding import derive_seed, generator
 from .startup import builds_sharded, sharded_transformer
 

@@ -1,4 +1,5 @@
 import os
+import re
 import tempfile
 
 import pytest
@@ -113,3 +114,11 @@ def markdown_table(text: str) -> list[list[str]]:
     """The first Markdown table of a text as rows of cell texts (header first, the rule line dropped)."""
     lines = [line for line in text.splitlines() if line.startswith("|")]
     return [[c.strip() for c in line.strip("|").split("|")] for k, line in enumerate(lines) if k != 1]
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Jobs per rule from the "Job stats:" table of a `snakemake -n` output (empty without one)."""
+    if "Job stats:" not in output:
+        return {}
+    table = output.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}

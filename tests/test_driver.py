@@ -5,12 +5,13 @@ pydantic and PyYAML alone). The blocking is a sitecustomize on PYTHONPATH, so th
 command runs under it."""
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import job_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -65,11 +66,6 @@ def driver_env(tmp_path_factory):
 
 def run(args, env, cwd):
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-
-
-def job_counts(output: str) -> dict[str, int]:
-    table = output.split("Job stats:")[1].split("total")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
 
 
 def test_the_environment_has_only_snakemake(driver_env, tmp_path):

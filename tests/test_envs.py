@@ -12,8 +12,6 @@ import sys
 import tomllib
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 ENV = ROOT / "workflow" / "envs" / "egrpo.yaml"
 LOCK = ROOT / "workflow" / "envs" / "egrpo.lock.txt"
